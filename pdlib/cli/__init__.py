@@ -1,0 +1,48 @@
+"""The ``pdlib`` command. Each module in ``COMMAND_MODULES`` adds its subcommands through
+``register(subparsers)``; a subcommand's handler gets the parsed args and returns an exit code."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .output import CLIError
+
+COMMAND_MODULES = (
+    "pdlib.cli.theory",          # kstar, memory, budget
+    "pdlib.cli.simulate",        # simulate
+    "pdlib.cli.data",            # data stats
+    "pdlib.cli.profile",         # profile (engine timing fits)
+    "pdlib.cli.grid",            # run (papermill grid)
+    "pdlib.cli.memory_profile",  # profile-memory, compare-estimates
+    "pdlib.cli.serving",         # serve-profile
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pdlib", description="pdlib: exclusive-batching theory vs real LLM engines (theory, data, engines, reports)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name == name:
+                continue
+            raise
+        mod.register(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (CLIError, ValueError, FileNotFoundError) as e:
+        print(f"pdlib {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"pdlib {args.command}: interrupted", file=sys.stderr)
+        return 130

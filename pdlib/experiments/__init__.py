@@ -1,0 +1,1 @@
+"""Experiments: profiling, k sweeps, memory cycles, breakdown (compose data, engines, theory)."""

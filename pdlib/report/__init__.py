@@ -1,0 +1,1 @@
+"""Plots, result files and the report index (reads records and results, never engines)."""

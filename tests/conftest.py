@@ -1,0 +1,58 @@
+"""Shared fixtures: the real data folder, a tiny random Qwen3 saved to disk, markers."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _data_dir() -> Path:
+    env = os.environ.get("PDLIB_DATA_DIR")
+    return Path(env) if env else ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    d = _data_dir()
+    if not d.is_dir():
+        pytest.fail(f"real data folder not found at {d}; set PDLIB_DATA_DIR (see ../shared/data/README.md)")
+    return d
+
+
+@pytest.fixture(scope="session")
+def qwen3_dir(data_dir) -> Path:
+    """Qwen3 tokenizer (vocab.json + merges.txt) and the Qwen3-1.7B config."""
+    return data_dir / "models" / "qwen3-1.7b"
+
+
+TINY_QWEN3 = dict(vocab_size=2048, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, head_dim=32,
+                  max_position_embeddings=4096, tie_word_embeddings=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3_dir(tmp_path_factory) -> Path:
+    """A 2-layer random-weight Qwen3 saved with save_pretrained (safetensors), fp32."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    d = tmp_path_factory.mktemp("tiny-qwen3")
+    torch.manual_seed(0)
+    cfg = transformers.Qwen3Config(**TINY_QWEN3, torch_dtype="float32")
+    model = transformers.Qwen3ForCausalLM(cfg)
+    model.save_pretrained(d)
+    return d
+
+
+def pytest_collection_modifyitems(config, items):
+    try:
+        import torch
+        has_gpu = torch.cuda.is_available()
+    except ImportError:
+        has_gpu = False
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords and not has_gpu:
+            item.add_marker(skip_gpu)
