@@ -47,11 +47,13 @@ class FixedK:
 class DynamicKStar:
     """k* recomputed from an online EMA of p (paper Sec. "online estimation").
 
-    ``p <- a*(1/L) + (1-a)*p`` on every completion with output length L
-    (``theory.p_ema``); every ``update_interval`` completions k is set to
-    ``theory.k_star(N, p, timing)``. ``p0`` is the offline estimate
-    (``theory.p_offline`` over a sample). ``history`` keeps (completions, p, k)
-    at every update for convergence plots.
+    ``estimator="paper"``: ``p <- a*(1/L) + (1-a)*p`` on every completion with
+    output length L (``theory.p_ema``, the paper's rule; biased high for
+    geometric outputs because it tracks E[1/L]). ``estimator="inverse_mean"``:
+    ``m <- a*L + (1-a)*m``, ``p = 1/m`` (``theory.p_ema_inverse_mean``, unbiased).
+    Every ``update_interval`` completions k is set to ``theory.k_star(N, p, timing)``.
+    ``p0`` is the offline estimate (``theory.p_offline`` over a sample).
+    ``history`` keeps (completions, p, k) at every update for convergence plots.
     """
     N: int
     timing: "theory.TimingModel"
@@ -59,6 +61,7 @@ class DynamicKStar:
     ema_alpha: float = 0.05
     update_interval: int = 32
     mu_L: float = 0.0
+    estimator: str = "paper"
     name: str = "dynamic"
     p: float = field(init=False)
     k: int = field(init=False)
@@ -72,7 +75,10 @@ class DynamicKStar:
             raise ValueError(f"ema_alpha must be in (0, 1], got {self.ema_alpha!r}")
         if self.update_interval < 1:
             raise ValueError(f"update_interval must be >= 1, got {self.update_interval!r}")
+        if self.estimator not in ("paper", "inverse_mean"):
+            raise ValueError(f"estimator must be 'paper' or 'inverse_mean', got {self.estimator!r}")
         self.p = float(self.p0)
+        self._mean_L = 1.0 / self.p
         self._recompute()
 
     def _recompute(self) -> None:
@@ -81,7 +87,14 @@ class DynamicKStar:
         self.history.append((self.completions, self.p, self.k))
 
     def observe_completion(self, output_len: int) -> None:
-        self.p = theory.p_ema(self.p, max(int(output_len), 1), self.ema_alpha)
+        # Same arithmetic as theory.p_ema / theory.p_ema_inverse_mean, inlined: this runs on
+        # every completion (inputs were validated in __post_init__).
+        L, a = float(max(int(output_len), 1)), self.ema_alpha
+        if self.estimator == "paper":
+            self.p = a / L + (1 - a) * self.p
+        else:
+            self._mean_L = a * L + (1 - a) * self._mean_L
+            self.p = 1.0 / self._mean_L
         self.completions += 1
         if self.completions % self.update_interval == 0:
             self._recompute()
@@ -89,7 +102,7 @@ class DynamicKStar:
     def describe(self) -> dict:
         return {"policy": self.name, "N": self.N, "k": self.k, "p": self.p, "p0": self.p0,
                 "ema_alpha": self.ema_alpha, "update_interval": self.update_interval,
-                "fallback_used": self.fallback_used}
+                "estimator": self.estimator, "fallback_used": self.fallback_used}
 
 
 class ExclusiveBatching:
@@ -138,5 +151,6 @@ def make_policy(spec: dict, *, timing=None, mu_L: float = 0.0):
             raise ValueError("a dynamic policy needs a fitted timing model (alpha_p, beta_p, alpha_d, beta_d)")
         return DynamicKStar(int(spec["N"]), timing, float(spec["p0"]),
                             ema_alpha=float(spec.get("ema_alpha", 0.05)),
-                            update_interval=int(spec.get("update_interval", 32)), mu_L=mu_L)
+                            update_interval=int(spec.get("update_interval", 32)), mu_L=mu_L,
+                            estimator=spec.get("estimator", "paper"))
     raise ValueError(f"policy must be 'fixed' or 'dynamic', got {kind!r}")

@@ -19,7 +19,6 @@ Every function accepts numpy arrays where it says "vectorized".
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,50 +26,53 @@ import numpy as np
 # --------------------------------------------------------------------------- validation
 
 
-def _finite(name, x):
-    a = np.asarray(x, dtype=float)
+def _finite(name, x, allowed="a number (not NaN)"):
+    try:
+        a = np.asarray(x, dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be {allowed}, got {x!r}") from None
     if np.any(np.isnan(a)):
-        raise ValueError(f"{name} must not be NaN")
+        raise ValueError(f"{name} must be {allowed}, got NaN")
     return a
 
 
 def _check_p(p, name="p"):
-    a = _finite(name, p)
+    a = _finite(name, p, "in (0, 1]")
     if np.any((a <= 0) | (a > 1)):
         raise ValueError(f"{name} must be in (0, 1], got {p!r}")
     return a
 
 
 def _check_nonneg(name, x):
-    a = _finite(name, x)
+    a = _finite(name, x, "finite and >= 0")
     if np.any(a < 0) or np.any(np.isinf(a)):
         raise ValueError(f"{name} must be finite and >= 0, got {x!r}")
     return a
 
 
 def _check_pos(name, x):
-    a = _finite(name, x)
+    a = _finite(name, x, "finite and > 0")
     if np.any(a <= 0) or np.any(np.isinf(a)):
         raise ValueError(f"{name} must be finite and > 0, got {x!r}")
     return a
 
 
 def _check_N(N, name="N"):
-    a = _finite(name, N)
+    a = _finite(name, N, "an integer >= 1")
     if np.any(a < 1) or np.any(a != np.floor(a)) or np.any(np.isinf(a)):
         raise ValueError(f"{name} must be an integer >= 1, got {N!r}")
     return a
 
 
 def _check_theta(theta):
-    a = _finite("theta", theta)
+    a = _finite("theta", theta, "in (0, 1)")
     if np.any((a <= 0) | (a >= 1)):
         raise ValueError(f"theta must be in (0, 1), got {theta!r}")
     return a
 
 
 def _check_eps(eps):
-    a = _finite("eps", eps)
+    a = _finite("eps", eps, "in (0, 1)")
     if np.any((a <= 0) | (a >= 1)):
         raise ValueError(f"eps must be in (0, 1), got {eps!r}")
     return a
@@ -176,7 +178,7 @@ def throughput(k, N, p, alpha_p, beta_p, alpha_d, beta_d, mu_L=0.0):
     _check_p(p)
     for name, v in (("alpha_p", alpha_p), ("beta_p", beta_p), ("mu_L", mu_L)):
         _check_nonneg(name, v)
-    k = np.asarray(k)
+    k = _finite("k", k, f"an integer in 1..N={N}")
     if np.any((k < 1) | (k > N)) or np.any(k != np.floor(k)):
         raise ValueError(f"k must be an integer in 1..N={N}, got {k!r}")
     S = _tau_suffix_sums(N, p, alpha_d, beta_d)
@@ -198,11 +200,15 @@ def k_star(N, p, alpha_p, alpha_d, beta_d, beta_p=0.0, mu_L=0.0) -> KStar:
     ``k*tau(N-k) - sum_{j=N-k+1..N} tau(j) >= alpha_p``.
 
     Derivation: with f(k) = k / (alpha_p + beta_p*k*mu_L + S(k)),
-    f(k+1) >= f(k)  <=>  k*tau(N-k) - S(k) <= alpha_p; the left side is
-    non-decreasing in k, so the first k where it reaches alpha_p maximises f
-    (beta_p*mu_L cancels). k = N would leave batch 0 (tau(0) = inf), so the
-    search stops at N-1; if no k qualifies the authors' code falls back to
-    N//5 (at least 1) and ``fallback_used`` says so.
+    f(k+1) >= f(k)  <=>  k*tau(N-k) - S(k) <= alpha_p (beta_p*mu_L cancels).
+    The left side changes by (k+1)*(tau(N-k-1) - tau(N-k)): it is non-decreasing
+    wherever tau falls with the batch (always when beta_d = 0); where tau rises
+    (beta_d > 0, large batch) it dips, but only below 0 <= alpha_p, so once it
+    reaches alpha_p it stays there and the first such k maximises f.
+    The condition at k = N involves tau(0) = inf and always holds, so the search
+    stops at N-1; if no k <= N-1 qualifies, f increases up to k = N (static
+    batching), yet the authors' code falls back to N//5 (at least 1) — kept for
+    fidelity, and ``fallback_used`` says so.
     """
     N = int(_check_N(N))
     _check_p(p)
@@ -223,7 +229,9 @@ def theta_star(p, alpha_p, alpha_d, exact=False):
     """Large-N optimal ratio theta* = k*/N (paper, Corollary: continuum limit), the root of
     ``theta/(1-theta) + ln(1-theta) = c`` with ``c = p*alpha_p/alpha_d`` (CFR form) or
     ``c = -ln(1-p)*alpha_p/alpha_d`` (exact-CFR form). The left side increases from 0 at
-    theta = 0 to infinity, so the root is unique (vectorized; solved by bisection)."""
+    theta = 0 to infinity, so the root is unique (vectorized; solved by bisection).
+    The limit takes 1-(1-p)^j ~ p*j for every batch j <= N, i.e. p*N << 1; at p*N >~ 1 the
+    exact k*/N departs from it (N=64, p=0.005: 13/64=0.203 vs 0.194; N=4096: 0.69 vs 0.194)."""
     p = _check_p(p)
     alpha_p = _check_nonneg("alpha_p", alpha_p)
     alpha_d = _check_pos("alpha_d", alpha_d)
@@ -258,10 +266,24 @@ def p_ema(p, L, a):
     """Online update on a completion of length L: ``p <- a*(1/L) + (1-a)*p`` (vectorized)."""
     _check_p(p)
     _check_pos("L", L)
-    a_ = _finite("a", a)
+    a_ = _finite("a", a, "in (0, 1] (EMA weight)")
     if np.any((a_ <= 0) | (a_ > 1)):
         raise ValueError(f"a (EMA weight) must be in (0, 1], got {a!r}")
     return _out(a_ / np.asarray(L, dtype=float) + (1 - a_) * np.asarray(p, dtype=float))
+
+def p_ema_inverse_mean(mean_L, L, a):
+    """Unbiased alternative to ``p_ema``: EMA of the length, ``m <- a*L + (1-a)*m``, p = 1/m.
+
+    ``p_ema`` tracks E[1/L], which for Geometric(p) outputs is p*ln(1/p)/(1-p)
+    (6.2p at p = 0.002), so the paper's online k* drifts away from the offline k*;
+    1/EMA(L) tracks 1/E[L] = p (pdlib finding, tests/test_sim_montecarlo.py).
+    Returns the updated mean m (vectorized)."""
+    _check_pos("mean_L", mean_L)
+    _check_pos("L", L)
+    a_ = _finite("a", a, "in (0, 1] (EMA weight)")
+    if np.any((a_ <= 0) | (a_ > 1)):
+        raise ValueError(f"a (EMA weight) must be in (0, 1], got {a!r}")
+    return _out(a_ * np.asarray(L, dtype=float) + (1 - a_) * np.asarray(mean_L, dtype=float))
 
 # --------------------------------------------------------------------------- memory (KV tokens)
 
@@ -364,8 +386,9 @@ def N_star_clt(C, theta, p, mu_L, eps, var_L=0.0):
     b = np.asarray(sigma_S(p, var_L)) * np.sqrt(np.log(1 / eps))
     u = (-b + np.sqrt(b * b + 4 * Dv * C)) / (2 * Dv)
     n = np.floor(u * u)
-    # guard against rounding at the boundary
+    # guard against rounding at the boundary (either side)
     n = np.where(n * Dv + b * np.sqrt(n) > C, n - 1, n)
+    n = np.where((n + 1) * Dv + b * np.sqrt(n + 1) <= C, n + 1, n)
     return _out(np.maximum(n, 0).astype(np.int64))
 
 # --------------------------------------------------------------------------- seed 004: GPU budget
@@ -396,6 +419,9 @@ def b_mem(eta_, mu):
 
 def b_target(b_mem_, b_sla, B_MAX):
     """Seed 004: ``b_target = min(b_mem, b_SLA, B_MAX)``."""
+    _check_nonneg("b_mem", b_mem_)
+    _check_nonneg("b_SLA", b_sla)
+    _check_pos("B_MAX", B_MAX)
     return _out(np.minimum(np.minimum(np.asarray(b_mem_), np.asarray(b_sla)), np.asarray(B_MAX)))
 
 
@@ -403,6 +429,9 @@ def T_latency(b, L, a, b_, g):
     """Seed 004's latency model ``T(b, L) = a + b_*L*(1 + g*(b-1)/b)`` (vectorized)."""
     b = _check_pos("b", b)
     L = _check_nonneg("L", L)
+    a = _check_nonneg("a", a)
+    b_ = _check_nonneg("b_", b_)
+    g = _finite("g", g)
     return _out(a + b_ * L * (1 + g * (b - 1) / b))
 
 
@@ -420,7 +449,8 @@ class LatencyFit:
 
 def fit_T_latency(b, L, T) -> LatencyFit:
     """Least-squares fit of seed 004's ``T(b, L)``: linear in (a, b_, b_*g), so solved exactly
-    with regressors [1, L, L*(b-1)/b]."""
+    with regressors [1, L, L*(b-1)/b]. A negative a or b_ from noise is clipped to 0 (as in
+    ``fit_timing``); g and R^2 are those of the unclipped fit."""
     b = _check_pos("b", b).ravel()
     L = _check_nonneg("L", L).ravel()
     T = _finite("T", T).ravel()
@@ -431,12 +461,14 @@ def fit_T_latency(b, L, T) -> LatencyFit:
     resid = T - A @ np.array([a, b1, bg])
     ss = float(np.sum((T - T.mean()) ** 2))
     g = bg / b1 if b1 != 0 else 0.0
-    return LatencyFit(float(a), float(b1), float(g), 1 - float(np.sum(resid ** 2)) / ss if ss > 0 else 1.0, resid)
+    return LatencyFit(max(float(a), 0.0), max(float(b1), 0.0), float(g), 1 - float(np.sum(resid ** 2)) / ss if ss > 0 else 1.0, resid)
 
 
 def b_SLA(sla_s, L, a, b_, g, B_MAX=1024):
     """Largest batch b in 1..B_MAX with ``T(b, L) <= sla_s`` (0 if even b=1 misses the SLA)."""
     _check_pos("sla_s", sla_s)
+    if int(_check_N(B_MAX, "B_MAX")) > 10**7:
+        raise ValueError(f"B_MAX must be an integer in 1..10^7, got {B_MAX!r}")
     bs = np.arange(1, int(B_MAX) + 1)
     ok = np.asarray(T_latency(bs, L, a, b_, g)) <= sla_s
     return int(bs[ok].max()) if ok.any() else 0
