@@ -1,0 +1,132 @@
+"""Dataset specs: what ``load_workload`` is asked for, the known datasets, the data folder.
+
+``DATASETS`` maps each name to its kind (text | trace | synthetic), its Hugging Face hub id
+(``None`` for local-only sources) and its local form under the data folder (a folder laid out
+like ``../shared/data``; ``$PDLIB_DATA_DIR`` or ``path=`` point elsewhere).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetInfo:
+    name: str
+    kind: str                         # "text" | "trace" | "synthetic"
+    hub_id: str | None
+    local: str                        # the local form, relative to the data folder
+    splits: tuple[str, ...] = ()      # known splits (empty: no split needed)
+    note: str = ""
+
+
+DATASETS: dict[str, DatasetInfo] = {d.name: d for d in (
+    DatasetInfo("alpaca", "text", "tatsu-lab/alpaca",
+                "alpaca/alpaca_data.json or alpaca/alpaca_5000.json (a JSON list of {instruction, input, output})",
+                note="prompt = instruction + blank line + input; reference output = output"),
+    DatasetInfo("sharegpt", "text", "anon8231489123/ShareGPT_Vicuna_unfiltered",
+                "sharegpt/ShareGPT_V3_unfiltered_cleaned_split.json or sharegpt/sharegpt_sample.json "
+                "(a JSON list of {id, conversations: [{from, value}]})",
+                note="first human turn = prompt, the gpt turn right after it = reference output"),
+    DatasetInfo("longbench", "text", "THUDM/LongBench-v2",
+                "longbench_v2/<domain>/sample_*.md + *_context.txt, or JSON/JSONL/parquet hub rows",
+                splits=("short", "medium", "long"),
+                note="LongBench v2 multiple choice; reference output = 'The correct answer is (X)'"),
+    DatasetInfo("longbench_v1", "text", "THUDM/LongBench", "longbench_v1/<task>.jsonl (hub rows)",
+                splits=("narrativeqa", "qasper", "multifieldqa_en", "multifieldqa_zh", "hotpotqa", "2wikimqa",
+                        "musique", "dureader", "gov_report", "qmsum", "multi_news", "vcsum", "trec",
+                        "triviaqa", "samsum", "lsht", "passage_count", "passage_retrieval_en",
+                        "passage_retrieval_zh", "lcc", "repobench-p"),
+                note="split = task; prompt = context + question; reference output = answers[0]"),
+    DatasetInfo("lmsys", "text", "lmsys/lmsys-chat-1m", "lmsys/*.parquet|*.jsonl|*.json (hub rows)",
+                note="first user turn = prompt, the assistant turn after it = reference output"),
+    DatasetInfo("processbench", "text", "Qwen/ProcessBench", "processbench/<split>.jsonl|.json|.parquet (hub rows)",
+                splits=("gsm8k", "math", "olympiadbench", "omni-math"),
+                note="prompt = problem; reference output = the solution steps joined by blank lines"),
+    DatasetInfo("azure-code", "trace", None, "traces/AzureLLMInferenceTrace_code.csv",
+                note="Azure LLM inference trace 2023 (code); counts from the service's tokenizer (GPT-4 family), not the model's"),
+    DatasetInfo("azure-conv", "trace", None, "traces/AzureLLMInferenceTrace_conv.csv",
+                note="Azure LLM inference trace 2023 (conversation); counts from the service's tokenizer (GPT-4 family), not the model's"),
+    DatasetInfo("burstgpt", "trace", None, "traces/burstgpt_slice.csv (or BurstGPT_*.csv)",
+                splits=("ChatGPT", "GPT-4"),
+                note="BurstGPT; counts from the OpenAI tokenizer of ChatGPT/GPT-4, not the model's; split = Model column"),
+    DatasetInfo("sharegpt-stats", "trace", None, "traces/sharegpt_8k_filtered_stats_llama2_tokenizer.csv",
+                note="ShareGPT lengths counted with the Llama-2 tokenizer, not the model's"),
+    DatasetInfo("synthetic", "synthetic", None, "(generated)",
+                note="geometric output lengths with termination probability p; input lengths from input_dist"),
+)}
+
+
+@dataclass(slots=True)
+class DatasetSpec:
+    """Everything that determines a workload. Unknown keys in a dict spec are an error."""
+    dataset: str
+    split: str | None = None
+    path: str | None = None               # a local file or folder in the dataset's local form
+    data_dir: str | None = None           # default: $PDLIB_DATA_DIR, else ../shared/data
+    tokenizer: str | None = None          # path, HF id, or a name inside data_dir/models (qwen3, llama-2)
+    num_requests: int | None = None
+    seed: int | None = None               # None: file order; an int: a seeded random sample/order
+    max_input_tokens: int | None = None   # longer prompts are skipped (counted)
+    max_output_tokens: int | None = None  # longer outputs are capped (counted as truncated)
+    chat_template: bool = False
+    keep_prompt_only: bool = False        # sharegpt: keep conversations with no reply (output = max_output_tokens)
+    p: float | None = None                # synthetic: termination probability per decode step
+    input_len: int | None = None          # synthetic: fixed input length, or mean for input_dist="geometric"
+    input_dist: str = "fixed"             # synthetic: fixed | uniform | geometric
+    input_min: int | None = None          # synthetic uniform bounds
+    input_max: int | None = None
+    cache: bool = True                    # read/write the on-disk tokenized-workload cache
+
+    @classmethod
+    def from_any(cls, spec) -> DatasetSpec:
+        if isinstance(spec, DatasetSpec):
+            out = dataclasses.replace(spec)
+        elif isinstance(spec, dict):
+            names = {f.name for f in dataclasses.fields(cls)}
+            unknown = sorted(set(spec) - names)
+            if unknown:
+                raise ValueError(f"unknown dataset spec key(s) {unknown}; known: {sorted(names)}")
+            if "dataset" not in spec:
+                raise ValueError(f"dataset spec needs 'dataset' (one of {sorted(DATASETS)})")
+            out = cls(**spec)
+        elif isinstance(spec, str):
+            out = cls(dataset=spec)
+        else:
+            raise TypeError(f"dataset spec must be a dict or DatasetSpec, not {type(spec).__name__}")
+        out.validate()
+        return out
+
+    def validate(self) -> None:
+        if self.dataset not in DATASETS:
+            raise ValueError(f"unknown dataset {self.dataset!r}; known: {', '.join(DATASETS)}")
+        for k in ("num_requests", "max_input_tokens", "max_output_tokens", "input_len", "input_min", "input_max"):
+            v = getattr(self, k)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ValueError(f"dataset spec {k}={v!r}: expected a positive integer")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
+            raise ValueError(f"dataset spec seed={self.seed!r}: expected an integer")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def resolve_data_dir(data_dir=None) -> Path | None:
+    """The data folder: the argument, else ``$PDLIB_DATA_DIR``, else ``../shared/data`` beside the
+    repository containing the current directory (or this package), if that exists."""
+    if data_dir:
+        return Path(data_dir).expanduser()
+    env = os.environ.get("PDLIB_DATA_DIR")
+    if env:
+        return Path(env).expanduser()
+    starts = [Path.cwd().resolve(), Path(__file__).resolve().parent]
+    for start in starts:
+        for d in (start, *start.parents):
+            if (d / ".git").exists() or (d / "pyproject.toml").exists():
+                cand = d.parent / "shared" / "data"
+                if cand.is_dir():
+                    return cand
+                break
+    return None

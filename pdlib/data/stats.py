@@ -1,0 +1,37 @@
+"""Summary of a workload's lengths: count, mean / median / p95 / max of input and output
+tokens, and the offline p = 1 / mean(output) (biased high when outputs were capped)."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _summary(x: np.ndarray, prefix: str) -> dict:
+    if x.size == 0:
+        return {f"{prefix}_{k}": None for k in ("mean", "median", "p95", "max")}
+    return {f"{prefix}_mean": float(x.mean()), f"{prefix}_median": float(np.median(x)),
+            f"{prefix}_p95": float(np.percentile(x, 95)), f"{prefix}_max": int(x.max())}
+
+
+def workload_stats(workload) -> dict:
+    """Keys: dataset, count, input_{mean,median,p95,max}, output_{mean,median,p95,max}, p, skipped,
+    truncated, tokenizer, plus prompt_only and a note when they matter. Output statistics and p use
+    only requests with a reference output (prompt-only requests are excluded)."""
+    meta = workload.meta or {}
+    prompt_only = set(meta.get("prompt_only_ids") or ())
+    inp = workload.input_lens
+    out = np.array([r.output_len for r in workload.requests if r.id not in prompt_only], dtype=np.int64)
+    d = {"dataset": workload.name, "count": len(workload.requests)}
+    d.update(_summary(inp, "input"))
+    d.update(_summary(out, "output"))
+    d["p"] = float(1.0 / out.mean()) if out.size else None
+    d["skipped"] = len(workload.skipped)
+    d["truncated"] = workload.num_truncated
+    d["tokenizer"] = meta.get("tokenizer")
+    if prompt_only:
+        d["prompt_only"] = len(prompt_only)
+    if d["truncated"]:
+        d["note"] = (f"{d['truncated']} outputs capped at max_output_tokens: mean output is biased low and "
+                     f"p = 1/mean biased high")
+    elif meta.get("lengths") and meta.get("tokenizer") is None:
+        d["note"] = meta["lengths"]
+    return d
