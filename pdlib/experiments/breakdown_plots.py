@@ -1,0 +1,97 @@
+"""Figures of notebook 05 (matplotlib; every axis labelled with units), saved as PNG + PDF."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+PARTS = (("model_weights_gb", "weights"), ("kv_cache_gb", "KV cache"), ("activations_gb", "activations"),
+         ("framework_overhead_gb", "framework overhead"))
+
+
+def plot_breakdown(df, ax=None):
+    """Stacked bar per configuration (GB). A negative overhead is drawn below zero."""
+    import matplotlib.pyplot as plt
+    ax = ax or plt.subplots(figsize=(max(6, 0.8 * len(df)), 4))[1]
+    x = np.arange(len(df))
+    pos, neg = np.zeros(len(df)), np.zeros(len(df))
+    for col, label in PARTS:
+        v = df[col].astype(float).fillna(0).to_numpy()
+        bottom = np.where(v >= 0, pos, neg)
+        ax.bar(x, v, bottom=bottom, label=label)
+        pos, neg = pos + np.clip(v, 0, None), neg + np.clip(v, None, 0)
+    if "total_gb" in df and df["total_gb"].notna().any():
+        ax.scatter(x, df["total_gb"], marker="_", s=400, color="k", label="measured total", zorder=3)
+    ax.set_xticks(x, df["config"], rotation=45, ha="right")
+    ax.set_xlabel("configuration (batch B, total sequence length S in tokens)")
+    ax.set_ylabel("memory (GB)")
+    ax.set_title("Memory breakdown per configuration")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_compare(cmp, ax=None):
+    """Measured vs calculated per component (GB, log scale), one marker pair per configuration."""
+    import matplotlib.pyplot as plt
+    ax = ax or plt.subplots(figsize=(7, 4))[1]
+    comps = [c for c, _ in PARTS]
+    labels = dict(PARTS)
+    for i, comp in enumerate(comps):
+        d = cmp[cmp["component"] == comp]
+        xs = i + np.linspace(-0.25, 0.25, max(len(d), 1))[: len(d)]
+        m = d["measured_gb"].astype(float).to_numpy()
+        ax.scatter(xs, np.where(m > 0, m, np.nan), marker="o", color="C0", label="measured" if i == 0 else None)
+        ax.scatter(xs, d["calculated_gb"].astype(float), marker="x", color="C3",
+                   label="calculated (pdlib.theory)" if i == 0 else None)
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(comps)), [labels[c] for c in comps])
+    ax.set_xlabel("component")
+    ax.set_ylabel("memory (GB, log scale)")
+    ax.set_title("Measured vs calculated per component")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_error(cmp, ax=None):
+    """Calculator error per component (%), one bar group per configuration."""
+    import matplotlib.pyplot as plt
+    ax = ax or plt.subplots(figsize=(7, 4))[1]
+    piv = cmp[cmp["component"] != "total_gb"].pivot(index="config", columns="component", values="error_pct")
+    piv = piv[[c for c, _ in PARTS if c in piv]]
+    w = 0.8 / max(len(piv.columns), 1)
+    for j, c in enumerate(piv.columns):
+        ax.bar(np.arange(len(piv)) + j * w, piv[c].astype(float), width=w, label=dict(PARTS)[c])
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xticks(np.arange(len(piv)) + 0.4 - w / 2, piv.index, rotation=45, ha="right")
+    ax.set_xlabel("configuration (batch B, total sequence length S in tokens)")
+    ax.set_ylabel("error (calculated - measured) / measured (%)")
+    ax.set_title("Calculator error per component")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_kv_growth(kv, ax=None):
+    """Measured KV bytes against batch x sequence length, with the formula line."""
+    import matplotlib.pyplot as plt
+    ax = ax or plt.subplots(figsize=(6, 4))[1]
+    for b, d in kv.groupby("batch_size"):
+        ax.scatter(d["tokens"], d["measured_bytes"] / 1e6, label=f"measured, B={b}")
+    t = np.sort(kv["tokens"].to_numpy())
+    per_tok = (kv["formula_bytes_total_sequence"] / kv["tokens"]).iloc[0]
+    ax.plot(t, per_tok * t / 1e6, "k--", label=f"formula: {per_tok:.0f} B/token x B x S")
+    ax.set_xlabel("batch x total sequence length (tokens)")
+    ax.set_ylabel("KV cache (MB)")
+    ax.set_title("KV cache growth vs kv_bytes_per_token formula")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def save_figure(fig, out_dir, name) -> list[str]:
+    """Write ``name.png`` and ``name.pdf`` into ``out_dir``; returns the paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    paths = [out / f"{name}.png", out / f"{name}.pdf"]
+    for p in paths:
+        fig.savefig(p, dpi=120)
+    return [str(p) for p in paths]
