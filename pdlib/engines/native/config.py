@@ -1,0 +1,49 @@
+"""Configuration of the native engine: one dataclass, validated on construction."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DTYPES = ("bf16", "fp16", "fp32")
+_DTYPE_ALIASES = {"bfloat16": "bf16", "float16": "fp16", "half": "fp16", "float32": "fp32", "float": "fp32"}
+
+
+@dataclass(slots=True)
+class NativeConfig:
+    """``model``: a local folder, a Hub id, a ``transformers.PretrainedConfig`` or a config dict
+    (``model_type`` required). ``weights``: ``"pretrained"`` or ``"random"`` (built from the
+    config, seeded). KV capacity: ``kv_capacity_tokens`` or ``kv_memory_bytes`` (one of them;
+    neither -> 60% of free GPU memory after loading on CUDA; on CPU 131,072 tokens or 2 GiB,
+    whichever is smaller).
+    ``page_size``: tokens per KV page (None -> 256 with flash-attn, else 16).
+    ``attn_backend``: ``"auto"`` (flash-attn on CUDA when importable, else torch SDPA),
+    ``"torch"`` or ``"flash_attn"``. ``max_model_len`` bounds one request's tokens
+    (None -> min(config max_position_embeddings, capacity))."""
+    model: object
+    weights: str = "pretrained"
+    dtype: str = "bf16"
+    device: str = "cuda"
+    kv_capacity_tokens: int | None = None
+    kv_memory_bytes: int | None = None
+    page_size: int | None = None
+    max_model_len: int | None = None
+    max_batch: int = 256
+    seed: int = 0
+    cuda_graphs: bool = True
+    attn_backend: str = "auto"
+
+    def __post_init__(self):
+        self.dtype = _DTYPE_ALIASES.get(str(self.dtype).replace("torch.", ""), str(self.dtype))
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if self.weights not in ("pretrained", "random"):
+            raise ValueError(f"weights must be 'pretrained' or 'random', got {self.weights!r}")
+        if self.kv_capacity_tokens is not None and self.kv_memory_bytes is not None:
+            raise ValueError("give kv_capacity_tokens or kv_memory_bytes, not both")
+        for name in ("kv_capacity_tokens", "kv_memory_bytes", "page_size", "max_model_len"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or v < 1):
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if self.max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {self.max_batch!r}")
+        if self.attn_backend not in ("auto", "torch", "flash_attn"):
+            raise ValueError(f"attn_backend must be 'auto', 'torch' or 'flash_attn', got {self.attn_backend!r}")
