@@ -1,0 +1,216 @@
+"""Memory cycles (notebook 03): X0, Xmax, sup Y in KV tokens per cycle, against the theory.
+
+A *cycle* is one prefill step and the decode phase that follows it. ``X0`` = KV tokens
+held when the decode phase starts (after the prefill), ``Xmax`` = the peak during it,
+``sup Y = Xmax - X0``. Only steady-state cycles count: the decode phase starts with the
+full batch N, and at least ``burn_in`` requests (default 2N) have completed before it.
+
+Theory (``pdlib.theory``): ``E[X0] = N*D(theta)``, ``kappa = 1/(p^2 mu_L)``,
+``E[Xmax] ~ E[X0] + kappa``, ``P(sup Y > x) <= exp(-2|d|x/v)``. The seed's thresholds:
+X0 error < 10 %, Xmax < 15 %, kappa < 20 %, bound valid at >= 90 % of the x grid.
+
+Gap attribution (DESIGN "Reading the gaps"): theory -> simulator with geometric lengths
+(algebra) -> simulator with the run's real lengths (distribution) -> engine in tokens
+(policy fidelity) -> engine in bytes (hardware: block rounding, non-KV bytes).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from pdlib import theory
+from pdlib.policy import FixedK
+from pdlib.workload import Workload
+
+THRESHOLDS = {"X0": 10.0, "Xmax": 15.0, "kappa": 20.0, "bound_valid": 90.0}
+
+
+def cycles(log, N: int, *, burn_in: int | None = None, column: str = "kv_tokens") -> pd.DataFrame:
+    """Per-cycle X0, Xmax, supY (in ``column`` units) from a step log.
+
+    Returns one row per steady-state cycle: ``start_step``, ``X0``, ``Xmax``, ``supY``,
+    ``decode_steps``, ``k`` (the prefill's batch), ``completed_before``."""
+    c = log.columns
+    phase = np.asarray(c["phase"])
+    kv = np.asarray(c[column], dtype=float)
+    batch = np.asarray(c["batch_size"])
+    fin_counts = np.array([len(f) for f in c["finished"]])
+    done_before = np.concatenate([[0], np.cumsum(fin_counts)[:-1]])
+    burn = 2 * N if burn_in is None else burn_in
+    rows = []
+    n = len(phase)
+    i = 0
+    while i < n:
+        if phase[i] == "prefill" and i + 1 < n and phase[i + 1] == "decode":
+            j = i + 1
+            while j < n and phase[j] == "decode":
+                j += 1
+            if batch[i + 1] == N and done_before[i + 1] >= burn:
+                X0 = kv[i]
+                Xmax = max(X0, float(np.max(kv[i + 1:j])))
+                rows.append({"start_step": int(i + 1), "X0": X0, "Xmax": Xmax, "supY": Xmax - X0,
+                             "decode_steps": int(j - i - 1), "k": int(batch[i]),
+                             "completed_before": int(done_before[i + 1])})
+            i = j
+        else:
+            i += 1
+    return pd.DataFrame(rows, columns=["start_step", "X0", "Xmax", "supY", "decode_steps", "k",
+                                       "completed_before"])
+
+
+def theory_memory(N: int, k: int, p: float, mu_L: float, var_L: float = 0.0) -> dict:
+    theta = k / N
+    d, v = theory.drift(N, p, mu_L), theory.variance(N, p, mu_L, var_L)
+    return {"N": N, "k": k, "theta": theta, "p": p, "mu_L": mu_L, "var_L": var_L,
+            "E_X0": float(theory.E_X0(N, theta, p, mu_L)),
+            "E_X0_seed000_misprint": float(theory.E_X0_seed000_misprint(N, theta, p, mu_L)),
+            "kappa": float(theory.kappa(p, mu_L)), "E_Xmax": float(theory.E_Xmax(N, theta, p, mu_L)),
+            "drift": float(d), "variance": float(v), "variance_approx": float(theory.variance_approx(N, p))}
+
+
+def err_pct(measured: float, predicted: float) -> float:
+    return 100.0 * abs(measured - predicted) / abs(predicted) if predicted else float("nan")
+
+
+def tail(supY, xs) -> np.ndarray:
+    """Empirical P(sup Y > x) at each x."""
+    s = np.sort(np.asarray(supY, float))
+    return 1.0 - np.searchsorted(s, np.asarray(xs, float), side="right") / max(len(s), 1)
+
+
+def bound_check(supY, drift: float, variance: float, n_points: int = 50) -> dict:
+    """OOM bound ``exp(-2|d|x/v)`` vs the empirical tail on a grid x in [0, max sup Y]:
+    the fraction (%) of grid points where the bound holds."""
+    supY = np.asarray(supY, float)
+    hi = float(supY.max()) if supY.size and supY.max() > 0 else 1.0
+    xs = np.linspace(0.0, hi, n_points)
+    emp = tail(supY, xs)
+    bnd = np.asarray(theory.oom_bound(xs, drift, variance))
+    return {"x": xs, "empirical": emp, "bound": bnd, "valid_pct": 100.0 * float(np.mean(emp <= bnd + 1e-12))}
+
+
+def validate(cyc: pd.DataFrame, th: dict) -> dict:
+    """Measured means, errors (%) vs theory and pass/fail against the seed's thresholds."""
+    if len(cyc) == 0:
+        raise ValueError("no steady-state cycles: run more requests (num_requests >> N) or lower burn_in")
+    meas = {"X0": float(cyc["X0"].mean()), "Xmax": float(cyc["Xmax"].mean()), "supY": float(cyc["supY"].mean())}
+    errors = {"X0": err_pct(meas["X0"], th["E_X0"]), "Xmax": err_pct(meas["Xmax"], th["E_Xmax"]),
+              "kappa": err_pct(meas["supY"], th["kappa"])}
+    b = bound_check(cyc["supY"], th["drift"], th["variance"])
+    passed = {"X0": errors["X0"] < THRESHOLDS["X0"], "Xmax": errors["Xmax"] < THRESHOLDS["Xmax"],
+              "kappa": errors["kappa"] < THRESHOLDS["kappa"], "bound_valid": b["valid_pct"] >= THRESHOLDS["bound_valid"]}
+    return {"cycles": len(cyc), "measured": meas, "errors_pct": errors, "bound_valid_pct": b["valid_pct"],
+            "bound": b, "thresholds": THRESHOLDS, "pass": passed, "all_pass": all(passed.values())}
+
+
+def lengths_workload(result, name="run-lengths") -> Workload:
+    """A length-only workload with the run's actual (input, output) lengths, in order."""
+    reqs = result.requests          # engines return requests in workload (queue) order
+    return Workload.from_lengths(name, [r["input_len"] for r in reqs], [max(1, int(r["output_len"])) for r in reqs])
+
+
+def geometric_workload(input_lens, p: float, n: int, seed: int = 0) -> Workload:
+    """Monte Carlo workload: inputs resampled from ``input_lens``, outputs Geometric(p) (mean 1/p)."""
+    rng = np.random.default_rng(seed)
+    inp = rng.choice(np.asarray(input_lens), size=n, replace=True)
+    return Workload.from_lengths("geometric", inp, rng.geometric(p, size=n))
+
+
+def formula_audit(th: dict, sim_geo: dict, measured: dict) -> pd.DataFrame:
+    """E[X0]: seed 000's printed (1-theta)^2 form vs the corrected (1-theta) form vs Monte
+    Carlo (simulator, geometric outputs) vs the engine's measured mean, with errors vs MC."""
+    mc = sim_geo["X0"]
+    rows = [("seed 000 printed (1-theta)^2", th["E_X0_seed000_misprint"]),
+            ("corrected (1-theta)", th["E_X0"]),
+            ("Monte Carlo (sim, geometric)", mc),
+            ("measured (engine, KV tokens)", measured["X0"])]
+    return pd.DataFrame([{"source": s, "E_X0_tokens": v, "vs_monte_carlo_pct": 100.0 * (v - mc) / mc}
+                         for s, v in rows])
+
+
+def _summ(cyc) -> dict:
+    if len(cyc) == 0:
+        return {"X0": float("nan"), "Xmax": float("nan"), "supY": float("nan"), "cycles": 0}
+    return {"X0": float(cyc["X0"].mean()), "Xmax": float(cyc["Xmax"].mean()),
+            "supY": float(cyc["supY"].mean()), "cycles": len(cyc)}
+
+
+def gap_attribution(th: dict, sim_geo: dict, sim_real: dict, eng_tok: dict, eng_bytes: dict | None,
+                    thr: dict | None = None) -> pd.DataFrame:
+    """One row per level (theory, sim-geometric, sim-real-lengths, engine tokens, engine bytes)
+    with mean X0 / Xmax / supY in KV tokens and the step from the previous level (%), labelled
+    with the cause it isolates. ``thr`` optionally adds requests/s per level."""
+    levels = [("theory", "—", {"X0": th["E_X0"], "Xmax": th["E_Xmax"], "supY": th["kappa"]}),
+              ("sim, geometric lengths", "algebra (approximations in the formulas)", sim_geo),
+              ("sim, real lengths", "distribution (lengths not geometric)", sim_real),
+              ("engine, KV tokens", "policy fidelity (engine vs its twin)", eng_tok)]
+    if eng_bytes is not None:
+        levels.append(("engine, KV bytes / bytes-per-token", "hardware (block rounding, non-KV bytes)", eng_bytes))
+    rows, prev = [], None
+    for name, cause, v in levels:
+        row = {"level": name, "gap_cause": cause, "X0": v["X0"], "Xmax": v["Xmax"], "supY": v["supY"]}
+        for key in ("X0", "Xmax", "supY"):
+            row[f"{key}_step_pct"] = (100.0 * (v[key] - prev[key]) / prev[key]
+                                      if prev is not None and prev[key] else float("nan"))
+        if thr is not None:
+            row["requests_per_s"] = thr.get(name, float("nan"))
+        rows.append(row)
+        prev = v
+    return pd.DataFrame(rows)
+
+
+def memory_experiment(engine, workload, *, N: int, k: int, timing, kv_bytes_per_token: int | None = None,
+                      termination: str = "dataset", max_tokens=None, burn_in=None, mc_requests: int = 20000,
+                      seed: int = 0) -> dict:
+    """Run fixed k on the engine, cut cycles, compare with the theory, the simulator (geometric
+    and real lengths) and the engine's bytes. Returns a dict of tables and figures' data."""
+    from pdlib.experiments.sweep import make_sim, throughput_of
+
+    run = engine.run(workload, FixedK(N, int(k)), termination=termination, max_tokens=max_tokens)
+    outs = np.array([max(1, int(r["output_len"])) for r in run.requests], float)
+    inps = np.array([r["input_len"] for r in run.requests], float)
+    p, mu_L, var_L = float(1.0 / outs.mean()), float(inps.mean()), float(inps.var())
+    th = theory_memory(N, int(k), p, mu_L, var_L)
+    cyc = cycles(run.log, N, burn_in=burn_in)
+    val = validate(cyc, th)
+
+    sim = make_sim(timing, seed)
+    geo_run = sim.run(geometric_workload(inps, p, mc_requests, seed), FixedK(N, int(k)))
+    real_run = sim.run(lengths_workload(run), FixedK(N, int(k)))
+    sim_geo = _summ(cycles(geo_run.log, N, burn_in=burn_in))
+    sim_real_cyc = cycles(real_run.log, N, burn_in=burn_in)
+    sim_real = _summ(sim_real_cyc)
+    eng_tok = _summ(cyc)
+    eng_bytes = None
+    kvb = np.asarray(run.log["kv_bytes"], float)
+    if kv_bytes_per_token and np.isfinite(kvb).all() and kvb.size:
+        from pdlib.records import StepLog
+        cols = dict(run.log.columns)
+        cols["kv_tokens"] = kvb / float(kv_bytes_per_token)
+        eng_bytes = _summ(cycles(StepLog.from_columns(**cols), N, burn_in=burn_in))
+    thr = {"theory": th_thr(N, k, p, timing, mu_L),
+           "sim, geometric lengths": geo_run.requests_per_s,
+           "sim, real lengths": real_run.requests_per_s,
+           "engine, KV tokens": throughput_of(run)["requests_per_s"]}
+    vs_sim = {key: err_pct(eng_tok[key], sim_real[key]) for key in ("X0", "Xmax", "supY")}
+    return {"run": run, "theory": th, "cycles": cyc, "validation": val, "sim_cycles": sim_real_cyc,
+            "sim_geometric": sim_geo, "sim_real": sim_real, "engine_tokens": eng_tok, "engine_bytes": eng_bytes,
+            "errors_vs_sim_pct": vs_sim, "audit": formula_audit(th, sim_geo, val["measured"]),
+            "attribution": gap_attribution(th, sim_geo, sim_real, eng_tok, eng_bytes, thr)}
+
+
+def th_thr(N, k, p, timing, mu_L) -> float:
+    return float(theory.throughput(int(k), N, p, **timing.as_kwargs(), mu_L=mu_L))
+
+
+def summary(exp: dict) -> dict:
+    """The JSON section ``memory`` of ``{dataset}_results.json``."""
+    val = exp["validation"]
+    return {"theory": exp["theory"], "cycles": val["cycles"], "measured": val["measured"],
+            "errors_pct": val["errors_pct"], "bound_valid_pct": val["bound_valid_pct"],
+            "thresholds": val["thresholds"], "pass": val["pass"], "all_pass": val["all_pass"],
+            "errors_vs_sim_pct": exp["errors_vs_sim_pct"], "sim_geometric": exp["sim_geometric"],
+            "sim_real": exp["sim_real"], "engine_tokens": exp["engine_tokens"], "engine_bytes": exp["engine_bytes"],
+            "formula_audit": exp["audit"].to_dict(orient="records"),
+            "attribution": exp["attribution"].to_dict(orient="records"),
+            "engine_meta": exp["run"].meta}

@@ -1,0 +1,224 @@
+"""k* vs k_hat (notebook 02).
+
+* ``k*`` — the theory's optimum (``theory.k_star``) from the fitted timing and offline p.
+* ``k_hat`` — the empirically best fixed k of a sweep on the engine.
+* gap % — ``100 * (thr(k_hat) - thr(k*)) / thr(k_hat)`` (>= 0: how much throughput the
+  theory's choice leaves on the table on this engine).
+
+Also the online run (``DynamicKStar``: EMA p, k* every ``kstar_update_interval``
+completions, p0 from ``offline_p_multiplier * kstar_update_interval`` sampled outputs),
+the simulator's predicted curve on the same workload, the theory's curve, truncated
+samples, repetition-loop outputs (model termination) and the optional memory-bound N*.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from pdlib import theory
+from pdlib.policy import DynamicKStar, FixedK
+
+
+def sweep_ks(N: int, n_points: int = 6, include=()) -> list[int]:
+    """A spread of refill sizes in 1..N-1 (plus ``include``, e.g. k*)."""
+    hi = max(1, N - 1)
+    ks = {round(float(x)) for x in np.linspace(1, hi, min(n_points, hi))}
+    ks.update(int(k) for k in include if 1 <= int(k) <= hi)
+    return sorted(ks)
+
+
+def offline_p(workload, sample_size: int | None = None, seed: int = 0) -> dict:
+    """``p = 1/mean(L)`` over a seeded sample of ``sample_size`` reference outputs (all when None)."""
+    out = workload.output_lens
+    if sample_size is not None and sample_size < len(out):
+        rng = np.random.default_rng(seed)
+        out = out[rng.choice(len(out), size=int(sample_size), replace=False)]
+    return {"p": theory.p_offline(out), "sample_size": len(out)}
+
+
+def k_star_for(N: int, p: float, timing, mu_L: float) -> dict:
+    ks = theory.k_star(N, p, **timing.as_kwargs(), mu_L=mu_L)
+    return {"k_star": ks.k, "fallback_used": ks.fallback_used, "theta": ks.theta,
+            "theory_throughput_rps": ks.throughput,
+            "theta_star_large_N": float(theory.theta_star(p, timing.alpha_p, timing.alpha_d))
+            if timing.alpha_d > 0 else None}
+
+
+def repetition_loop(ids, min_repeats: int = 4, max_period: int = 8, window: int = 32) -> bool:
+    """True when the last ``window`` tokens are one pattern of period <= ``max_period``
+    repeated at least ``min_repeats`` times (a degenerate repetition loop)."""
+    if ids is None or len(ids) < window:
+        return False
+    tail = list(ids[-window:])
+    for period in range(1, max_period + 1):
+        if window // period < min_repeats:
+            break
+        if all(tail[i] == tail[i - period] for i in range(period, window)):
+            return True
+    return False
+
+
+def degenerate_ids(result, termination: str) -> list[str]:
+    """Requests whose output ended in a repetition loop; only meaningful with ``model``
+    termination (under ``dataset`` termination lengths are the reference's)."""
+    if termination != "model":
+        return []
+    return [str(r["id"]) for r in result.requests if repetition_loop(r.get("output_ids"))]
+
+
+def throughput_of(result, exclude=()) -> dict:
+    """Requests/s and output tokens/s over the run's summed step time, optionally
+    leaving out some request ids (their time still counts)."""
+    ex = set(map(str, exclude))
+    t = result.total_time_s
+    done = [r for r in result.requests if r.get("finish_step") is not None and str(r["id"]) not in ex]
+    toks = sum(int(r["output_len"]) for r in done)
+    return {"requests_per_s": len(done) / t if t > 0 else float("nan"),
+            "output_tokens_per_s": toks / t if t > 0 else float("nan"),
+            "total_time_s": t, "completed": len(done), "excluded": len(ex)}
+
+
+def run_fixed(engine, workload, N: int, k: int, *, termination="dataset", max_tokens=None,
+              exclude_degenerate=False):
+    res = engine.run(workload, FixedK(N, int(k)), termination=termination, max_tokens=max_tokens)
+    deg = degenerate_ids(res, termination)
+    row = {"k": int(k), **throughput_of(res, deg if exclude_degenerate else ()),
+           "degenerate": len(deg), "steps": len(res.log)}
+    return row, res
+
+
+def fixed_k_sweep(engine, workload, N: int, ks, *, termination="dataset", max_tokens=None,
+                  exclude_degenerate=False, progress=None) -> tuple[list[dict], dict]:
+    """Run every fixed k on the engine; returns the rows and {k: RunResult}."""
+    rows, runs = [], {}
+    it = ks if progress is None else progress(ks)
+    for k in it:
+        row, res = run_fixed(engine, workload, N, k, termination=termination, max_tokens=max_tokens,
+                             exclude_degenerate=exclude_degenerate)
+        rows.append(row)
+        runs[int(k)] = res
+    return rows, runs
+
+
+def k_hat(rows: list[dict], key: str = "requests_per_s") -> int:
+    """The empirically best fixed k (ties -> smallest k)."""
+    best = max(rows, key=lambda r: (r[key], -r["k"]))
+    return int(best["k"])
+
+
+def gap_pct(thr_kstar: float, thr_khat: float) -> float:
+    """``100 * (thr(k_hat) - thr(k*)) / thr(k_hat)``."""
+    return 100.0 * (thr_khat - thr_kstar) / thr_khat
+
+
+def online_run(engine, workload, N: int, timing, p0: float, *, mu_L: float, ema_alpha: float,
+               update_interval: int, termination="dataset", max_tokens=None):
+    """Dynamic k*: online EMA p from ``p0``; returns (RunResult, policy with ``history``)."""
+    pol = DynamicKStar(N, timing, float(p0), ema_alpha=float(ema_alpha),
+                       update_interval=int(update_interval), mu_L=float(mu_L))
+    res = engine.run(workload, pol, termination=termination, max_tokens=max_tokens)
+    return res, pol
+
+
+def theory_curve(ks, N, p, timing, mu_L) -> list[float]:
+    return [float(x) for x in np.atleast_1d(theory.throughput(np.asarray(ks), N, p, **timing.as_kwargs(),
+                                                               mu_L=mu_L))]
+
+
+def make_sim(timing, seed: int = 0):
+    """The simulator (digital twin) with a fitted timing model."""
+    from pdlib.engines import get_engine
+    return get_engine("sim", timing=timing, seed=seed)
+
+
+def sim_curve(timing, workload, N, ks, seed: int = 0) -> list[dict]:
+    """The simulator's predicted throughput at each k on the same workload (its real lengths)."""
+    rows, _ = fixed_k_sweep(make_sim(timing, seed), workload, N, ks)
+    return rows
+
+
+def truncated_samples(workload, result=None) -> list[dict]:
+    """Requests whose output was capped: by the loader's ``max_output_tokens`` or, under
+    model termination, by ``max_tokens`` in the run."""
+    out = [{"id": r.id, "source_id": r.source_id, "input_len": r.input_len, "output_len": r.output_len,
+            "by": "max_output_tokens"} for r in workload.requests if r.truncated]
+    if result is not None:
+        out += [{"id": str(r["id"]), "input_len": r["input_len"], "output_len": r["output_len"], "by": "max_tokens"}
+                for r in result.requests if r.get("truncated")]
+    return out
+
+
+def memory_bound_N(*, gpu_memory_gb: float, model_memory_gb: float, kv_cache_bytes: float,
+                   theta: float, p: float, mu_L: float, var_L: float = 0.0, oom_tolerance: float = 0.01) -> dict:
+    """Memory-constrained batch size: capacity ``C = (gpu - model) bytes / kv_cache_bytes`` tokens,
+    ``N* = floor((C - nu ln(1/eps)) / D(theta))`` (Prop. 3) and the CLT form."""
+    if model_memory_gb > gpu_memory_gb:
+        raise ValueError(f"model_memory_gb ({model_memory_gb}) exceeds gpu_memory_gb ({gpu_memory_gb})")
+    C = (gpu_memory_gb - model_memory_gb) * 1e9 / float(kv_cache_bytes)
+    return {"capacity_tokens": C, "theta": theta, "oom_tolerance": oom_tolerance,
+            "N_star_prop3": int(theory.N_star_prop3(C, theta, p, mu_L, oom_tolerance)),
+            "N_star_clt": int(theory.N_star_clt(C, theta, p, mu_L, oom_tolerance, var_L))}
+
+
+def timeline(result, max_steps: int | None = None) -> dict:
+    """Phase timeline of one run: per step phase, batch, KV tokens, start time and duration."""
+    c = result.log.columns
+    n = len(c["step"]) if max_steps is None else min(max_steps, len(c["step"]))
+    dur = np.asarray(c["duration_s"][:n], float)
+    start = np.concatenate([[0.0], np.cumsum(dur)[:-1]]) if n else np.array([])
+    return {"step": c["step"][:n], "phase": list(c["phase"][:n]), "batch_size": c["batch_size"][:n],
+            "kv_tokens": c["kv_tokens"][:n], "k": c["k"][:n], "start_s": start, "duration_s": dur,
+            "meta": result.meta}
+
+
+def kstar_experiment(engine, workload, timing, *, N: int, ks=None, n_points: int = 6, ema_alpha: float = 0.05,
+                     kstar_update_interval: int = 16, offline_p_multiplier: int = 4, termination: str = "dataset",
+                     max_tokens=None, exclude_degenerate: bool = False, with_sim: bool = True, seed: int = 0,
+                     memory: dict | None = None, progress=None) -> dict:
+    """Everything notebook 02 reports, from one engine and one workload:
+    offline p (sample of ``offline_p_multiplier * kstar_update_interval``), k*, the fixed-k
+    sweep (k* always included), k_hat, gap %, the online EMA run, the simulator's and the
+    theory's curves, truncated samples, repetition loops and (``memory``) the memory-bound N*."""
+    mu_L = float(workload.input_lens.mean())
+    off = offline_p(workload, offline_p_multiplier * kstar_update_interval, seed)
+    ks_info = k_star_for(N, off["p"], timing, mu_L)
+    kstar = ks_info["k_star"]
+    ks = sorted({int(k) for k in ks} | {kstar}) if ks else sweep_ks(N, n_points, include=[kstar])
+    rows, runs = fixed_k_sweep(engine, workload, N, ks, termination=termination, max_tokens=max_tokens,
+                               exclude_degenerate=exclude_degenerate, progress=progress)
+    khat = k_hat(rows)
+    by_k = {r["k"]: r for r in rows}
+    gap = gap_pct(by_k[kstar]["requests_per_s"], by_k[khat]["requests_per_s"])
+    on_res, pol = online_run(engine, workload, N, timing, off["p"], mu_L=mu_L, ema_alpha=ema_alpha,
+                             update_interval=kstar_update_interval, termination=termination, max_tokens=max_tokens)
+    on_deg = degenerate_ids(on_res, termination)
+    online = {**throughput_of(on_res, on_deg if exclude_degenerate else ()), "final_p": pol.p, "final_k": pol.k,
+              "history": [list(h) for h in pol.history], "ema_alpha": ema_alpha,
+              "kstar_update_interval": kstar_update_interval,
+              "offline_sample_size": off["sample_size"], "degenerate": len(on_deg)}
+    sim_rows = sim_curve(timing, workload, N, ks, seed) if with_sim else None
+    p_all = theory.p_offline(workload.output_lens)
+    th = {"k": list(range(1, N)), "requests_per_s": theory_curve(list(range(1, N)), N, p_all, timing, mu_L)}
+    deg_ids = sorted(set().union(*[degenerate_ids(r, termination) for r in runs.values()])) if runs else []
+    out = {"N": N, "ks": ks, "termination": termination, "max_tokens": max_tokens, "mu_L": mu_L,
+           "p_offline": off["p"], "p_all": p_all, "offline_sample_size": off["sample_size"], **ks_info,
+           "k_hat": khat, "throughput_at_k_star": by_k[kstar]["requests_per_s"],
+           "throughput_at_k_hat": by_k[khat]["requests_per_s"], "gap_pct": gap,
+           "sweep": rows, "sim": sim_rows, "theory_curve": th, "online": online,
+           "timing": timing, "exclude_degenerate": exclude_degenerate, "degenerate_ids": deg_ids,
+           "truncated": truncated_samples(workload, runs.get(kstar)),
+           "engine_meta": runs[kstar].meta if kstar in runs else {}}
+    if sim_rows:
+        sim_by_k = {r["k"]: r["requests_per_s"] for r in sim_rows}
+        out["k_hat_sim"] = k_hat(sim_rows)
+        out["sim_error_pct"] = {int(k): 100.0 * (sim_by_k[k] - by_k[k]["requests_per_s"]) / by_k[k]["requests_per_s"]
+                                for k in ks}
+    if memory:
+        var_L = float(workload.input_lens.var())
+        out["memory_bound"] = memory_bound_N(theta=kstar / N, p=off["p"], mu_L=mu_L, var_L=var_L, **memory)
+    out["_online_result"] = on_res
+    return out
+
+
+def summary(exp: dict) -> dict:
+    """The JSON section ``kstar`` of ``{dataset}_results.json`` (no RunResult objects)."""
+    return {k: v for k, v in exp.items() if not k.startswith("_")}

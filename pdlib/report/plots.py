@@ -1,0 +1,203 @@
+"""Figures for the reports. Every figure has axis labels with units; ``save_figure`` writes
+PDF and PNG beside the cell's JSON under the seeds' names (``{dataset}_throughput_vs_k``...).
+Functions take plain data (dicts, arrays, DataFrames), never engines."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+if not matplotlib.get_backend().lower().startswith(("module://", "nbagg", "ipympl", "widget")):
+    matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+FIGURE_NAMES = {
+    "profiling": "{dataset}_profiling_results",
+    "input_hist": "{dataset}_input_length_distribution",
+    "output_hist": "{dataset}_output_length_distribution",
+    "throughput_vs_k": "{dataset}_throughput_vs_k",
+    "kstar_convergence": "{dataset}_online_kstar_convergence",
+    "memory": "{dataset}_memory_validation",
+    "timeline": "{dataset}_pd_timeline",
+    "budget": "{dataset}_budget",
+}
+
+
+def save_figure(fig, output_dir, kind: str, dataset: str) -> list[Path]:
+    """Save ``fig`` as PDF and PNG named after the seeds (see ``FIGURE_NAMES``)."""
+    stem = FIGURE_NAMES[kind].format(dataset=dataset)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for ext in ("pdf", "png"):
+        p = out / f"{stem}.{ext}"
+        tmp = out / f".{stem}.tmp.{ext}"
+        fig.savefig(tmp, dpi=120, bbox_inches="tight", format=ext)
+        tmp.replace(p)
+        paths.append(p)
+    return paths
+
+
+def profiling_figure(prof, resid: dict, title: str = ""):
+    """2x2: prefill time vs tokens and decode step time vs batch with the fitted lines; residuals."""
+    t = prof.timing
+    fig, ax = plt.subplots(2, 2, figsize=(10, 7))
+    pt = np.array([r["tokens"] for r in prof.prefill], float)
+    ps = np.array([r["seconds"] for r in prof.prefill], float)
+    db = np.array([r["batch"] for r in prof.decode], float)
+    ds = np.array([r["seconds"] for r in prof.decode], float)
+    xs = np.linspace(0, pt.max() if pt.size else 1, 50)
+    ax[0, 0].scatter(pt, ps * 1e3, s=12, label="measured")
+    ax[0, 0].plot(xs, t.prefill_time(xs) * 1e3, "r-",
+                  label=f"fit: {t.alpha_p*1e3:.3g} ms + {t.beta_p*1e6:.3g} us/token (R²={t.r2_prefill:.3f})")
+    ax[0, 0].set(xlabel="prompt tokens in the prefill step (tokens)", ylabel="prefill time (ms)", title="Prefill")
+    xb = np.linspace(0, db.max() if db.size else 1, 50)
+    ax[0, 1].scatter(db, ds * 1e3, s=12, label="measured")
+    ax[0, 1].plot(xb, t.decode_time(xb) * 1e3, "r-",
+                  label=f"fit: {t.alpha_d*1e3:.3g} ms + {t.beta_d*1e3:.3g} ms/request (R²={t.r2_decode:.3f})")
+    ax[0, 1].set(xlabel="decode batch size (requests)", ylabel="decode step time (ms)", title="Decode")
+    ax[1, 0].scatter(resid["prefill_tokens"], np.asarray(resid["prefill_resid_s"]) * 1e3, s=10)
+    ax[1, 0].axhline(0, color="k", lw=0.8)
+    ax[1, 0].set(xlabel="prompt tokens (tokens)", ylabel="residual (ms)", title="Prefill residuals")
+    ax[1, 1].scatter(resid["decode_batch"], np.asarray(resid["decode_resid_s"]) * 1e3, s=10)
+    ax[1, 1].axhline(0, color="k", lw=0.8)
+    ax[1, 1].set(xlabel="decode batch size (requests)", ylabel="residual (ms)", title="Decode residuals")
+    for a in ax[0]:
+        a.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def length_histogram(lengths, *, what: str, dataset: str, bins: int = 40):
+    """Histogram of input or output lengths (tokens) with mean and p95 marked."""
+    x = np.asarray(lengths, float)
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    ax.hist(x, bins=bins, color="C0" if what == "input" else "C1", alpha=0.8)
+    if x.size:
+        ax.axvline(x.mean(), color="k", ls="--", label=f"mean {x.mean():.1f}")
+        ax.axvline(np.percentile(x, 95), color="r", ls=":", label=f"p95 {np.percentile(x, 95):.0f}")
+        ax.legend()
+    ax.set(xlabel=f"{what} length (tokens)", ylabel="requests (count)", title=f"{dataset}: {what} lengths (n={x.size})")
+    fig.tight_layout()
+    return fig
+
+
+def throughput_vs_k(sweep_rows, *, k_star: int, k_hat: int, sim_rows=None, theory=None, online_rps=None,
+                    title: str = ""):
+    """Measured requests/s vs fixed k, with the simulator's and the theory's curves, k*, k_hat
+    and the online-k* run's throughput."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    ks = [r["k"] for r in sweep_rows]
+    ax.plot(ks, [r["requests_per_s"] for r in sweep_rows], "o-", label="engine (measured)")
+    if sim_rows:
+        ax.plot([r["k"] for r in sim_rows], [r["requests_per_s"] for r in sim_rows], "s--",
+                label="simulator (fitted timing, same lengths)")
+    if theory is not None:
+        ax.plot(theory["k"], theory["requests_per_s"], ":", color="gray", label="theory k/(α_p+β_p k μ_L+Σ τ)")
+    ax.axvline(k_star, color="r", ls="--", label=f"k* = {k_star}")
+    ax.axvline(k_hat, color="g", ls="-.", label=f"k̂ = {k_hat}")
+    if online_rps is not None:
+        ax.axhline(online_rps, color="purple", ls=":", label=f"online k* (EMA p): {online_rps:.3g} req/s")
+    ax.set(xlabel="refill size k (requests)", ylabel="throughput (requests/s)", title=title or "Throughput vs k")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def kstar_convergence(history, *, k_star_offline: int, k_hat: int | None = None, p_offline: float | None = None,
+                      title: str = ""):
+    """Online EMA p and the recomputed k* against completions."""
+    h = np.asarray(history, float).reshape(-1, 3)
+    fig, ax = plt.subplots(1, 2, figsize=(11, 4))
+    ax[0].step(h[:, 0], h[:, 1], where="post", label="EMA p")
+    if p_offline is not None:
+        ax[0].axhline(p_offline, color="k", ls="--", label=f"offline p = {p_offline:.4g}")
+    ax[0].set(xlabel="completed requests (count)", ylabel="p (per decode step)", title="Online p")
+    ax[1].step(h[:, 0], h[:, 2], where="post", label="online k*")
+    ax[1].axhline(k_star_offline, color="r", ls="--", label=f"offline k* = {k_star_offline}")
+    if k_hat is not None:
+        ax[1].axhline(k_hat, color="g", ls="-.", label=f"k̂ = {k_hat}")
+    ax[1].set(xlabel="completed requests (count)", ylabel="k (requests)", title="k* convergence")
+    for a in ax:
+        a.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def memory_validation(cyc, th: dict, bound: dict, title: str = ""):
+    """The four-panel figure: X0 vs E[X0]; Xmax vs E[Xmax]; sup Y vs kappa; OOM bound vs the
+    empirical tail (log scale). ``cyc`` has columns X0, Xmax, supY (KV tokens)."""
+    fig, ax = plt.subplots(2, 2, figsize=(11, 8))
+    for a, col, ref, lab in ((ax[0, 0], "X0", th["E_X0"], "E[X0] = N·D(θ)"),
+                             (ax[0, 1], "Xmax", th["E_Xmax"], "E[Xmax] ≈ E[X0] + κ"),
+                             (ax[1, 0], "supY", th["kappa"], "κ = 1/(p² μ_L)")):
+        v = np.asarray(cyc[col], float)
+        a.hist(v, bins=min(30, max(5, v.size // 3)), alpha=0.75)
+        a.axvline(ref, color="r", ls="--", label=f"{lab} = {ref:.4g}")
+        if v.size:
+            a.axvline(v.mean(), color="k", ls="-", label=f"measured mean = {v.mean():.4g}")
+        a.set(xlabel=f"{'sup Y' if col == 'supY' else col} per cycle (KV tokens)", ylabel="cycles (count)")
+        a.legend(fontsize=8)
+    if "E_X0_seed000_misprint" in th:
+        ax[0, 0].axvline(th["E_X0_seed000_misprint"], color="orange", ls=":",
+                         label=f"seed 000 (1-θ)² = {th['E_X0_seed000_misprint']:.4g}")
+        ax[0, 0].legend(fontsize=8)
+    a = ax[1, 1]
+    x = np.asarray(bound["x"], float)
+    emp = np.asarray(bound["empirical"], float)
+    a.semilogy(x, np.where(emp > 0, emp, np.nan), "o-", ms=3, label="empirical P(sup Y > x)")
+    a.semilogy(x, np.asarray(bound["bound"], float), "r--", label="bound exp(-2|d|x/v)")
+    a.set(xlabel="x (KV tokens)", ylabel="probability (log scale)",
+          title=f"OOM bound valid at {bound['valid_pct']:.0f}% of x")
+    a.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def timeline(tl: dict, title: str = ""):
+    """Phase timeline: KV tokens held and batch size over time, prefill steps shaded."""
+    start = np.asarray(tl["start_s"], float)
+    dur = np.asarray(tl["duration_s"], float)
+    phase = np.asarray(tl["phase"])
+    fig, ax = plt.subplots(2, 1, figsize=(11, 5.5), sharex=True)
+    ax[0].plot(start + dur, tl["kv_tokens"], lw=1)
+    ax[0].set(ylabel="KV tokens held (tokens)")
+    ax[1].step(start, tl["batch_size"], where="post", lw=1)
+    ax[1].set(xlabel="time (s)", ylabel="batch size (requests)")
+    for s, d in zip(start[phase == "prefill"], dur[phase == "prefill"]):
+        for a in ax:
+            a.axvspan(s, s + d, color="orange", alpha=0.3, lw=0)
+    ax[0].set_title(title or "Prefill (shaded) / decode timeline")
+    fig.tight_layout()
+    return fig
+
+
+def grid_summary(summary, title: str = ""):
+    """Per cell: gap % (k* vs k_hat) and the memory errors vs theory (%), bars."""
+    fig, ax = plt.subplots(1, 2, figsize=(12, max(3.0, 0.45 * len(summary) + 1.5)))
+    if len(summary) == 0:
+        for a in ax:
+            a.text(0.5, 0.5, "no cells", ha="center")
+        return fig
+    names = list(summary["cell"])
+    y = np.arange(len(names))
+    gap = np.array([np.nan if v is None else v for v in summary.get("gap_pct", [None] * len(names))], float)
+    ax[0].barh(y, np.nan_to_num(gap), color="C0")
+    ax[0].set(yticks=y, yticklabels=names, xlabel="throughput gap k* vs k̂ (%)", title="k* vs k̂")
+    w = 0.27
+    for i, (col, lab) in enumerate((("X0_err_pct", "X0"), ("Xmax_err_pct", "Xmax"), ("kappa_err_pct", "κ"))):
+        v = np.array([np.nan if x is None else x for x in summary.get(col, [None] * len(names))], float)
+        ax[1].barh(y + (i - 1) * w, np.nan_to_num(v), height=w, label=lab)
+    ax[1].set(yticks=y, yticklabels=names, xlabel="error vs theory (%)", title="memory (KV tokens)")
+    ax[1].legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

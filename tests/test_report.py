@@ -1,0 +1,147 @@
+"""Report pieces: result files, figures, the index page, tables, the budget widgets, and the
+experiment helpers they rest on (cycles, repetition loops, gap %, memory-bound N)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pdlib import theory
+from pdlib.experiments import memory_cycles as mc
+from pdlib.experiments import sweep
+from pdlib.records import StepLog, StepRecord
+from pdlib.report import index, plots, results
+
+
+def test_results_sections_merge_atomically(tmp_path):
+    results.write_section(tmp_path, "alpaca", "kstar", {"k_star": np.int64(3), "gap_pct": np.float64(1.25),
+                                                        "curve": np.arange(3), "bad": float("nan")})
+    results.write_section(tmp_path, "alpaca", "memory", {"errors_pct": {"X0": 2.0}}, cell={"dataset": "alpaca"})
+    d = json.loads((tmp_path / "alpaca_results.json").read_text())
+    assert d["kstar"] == {"k_star": 3, "gap_pct": 1.25, "curve": [0, 1, 2], "bad": None}
+    assert d["memory"]["errors_pct"]["X0"] == 2.0 and d["cell"]["dataset"] == "alpaca"
+    assert not list(tmp_path.glob(".*tmp*"))
+    h = results.headline(d)
+    assert h["k_star"] == 3 and h["X0_err_pct"] == 2.0 and h["k_hat"] is None
+
+
+def test_results_bad_json_names_file(tmp_path):
+    f = tmp_path / "x_results.json"
+    f.write_text("{not json")
+    with pytest.raises(ValueError, match="x_results.json"):
+        results.read_results(tmp_path, "x")
+
+
+def test_save_figure_seed_names(tmp_path):
+    fig = plots.throughput_vs_k([{"k": 1, "requests_per_s": 2.0}, {"k": 2, "requests_per_s": 3.0}], k_star=2, k_hat=2,
+                                sim_rows=[{"k": 1, "requests_per_s": 2.1}, {"k": 2, "requests_per_s": 2.9}],
+                                theory={"k": [1, 2], "requests_per_s": [2, 3]}, online_rps=2.5)
+    ax = fig.axes[0]
+    assert "requests/s" in ax.get_ylabel() and "(requests)" in ax.get_xlabel()
+    paths = plots.save_figure(fig, tmp_path, "throughput_vs_k", "alpaca")
+    assert [p.name for p in paths] == ["alpaca_throughput_vs_k.pdf", "alpaca_throughput_vs_k.png"]
+    assert paths[0].read_bytes()[:4] == b"%PDF" and paths[1].read_bytes()[:4] == b"\x89PNG"
+
+
+def _log(rows):
+    log = StepLog()
+    for i, (phase, batch, kv, fin) in enumerate(rows):
+        log.append(StepRecord(step=i, phase=phase, batch_size=batch, tokens=batch, kv_tokens=kv, duration_s=0.01,
+                              k=1, finished=list(fin)))
+    return log
+
+
+def test_cycles_by_hand():
+    # N=2: fill, decode until one finishes, refill 1, decode ... (burn_in 0 counts every full cycle)
+    log = _log([("prefill", 2, 10, []), ("decode", 2, 12, []), ("decode", 2, 8, ["a"]),
+                ("prefill", 1, 14, []), ("decode", 2, 16, []), ("decode", 2, 18, []), ("decode", 2, 9, ["b"]),
+                ("prefill", 1, 13, []), ("decode", 1, 14, [])])
+    cyc = mc.cycles(log, 2, burn_in=0)
+    assert cyc[["X0", "Xmax", "supY"]].values.tolist() == [[10, 12, 2], [14, 18, 4]]   # last: batch 1, not full
+    assert mc.cycles(log, 2, burn_in=1)["X0"].tolist() == [14]
+
+
+def test_validate_thresholds_and_bound():
+    th = mc.theory_memory(64, 16, 0.01, 100.0, 50.0)
+    cyc = pd.DataFrame({"X0": [th["E_X0"] * 1.05] * 10, "Xmax": [th["E_Xmax"] * 1.2] * 10,
+                        "supY": np.linspace(0, 2 * th["kappa"], 10)})
+    v = mc.validate(cyc, th)
+    assert v["errors_pct"]["X0"] == pytest.approx(5.0)
+    assert v["pass"]["X0"] and not v["pass"]["Xmax"] and not v["all_pass"]
+    assert 0 <= v["bound_valid_pct"] <= 100
+    with pytest.raises(ValueError, match="no steady-state cycles"):
+        mc.validate(cyc.iloc[:0], th)
+
+
+def test_tail_and_audit():
+    assert mc.tail([1, 2, 3, 4], [0, 2, 4]).tolist() == [1.0, 0.5, 0.0]
+    th = mc.theory_memory(32, 8, 0.02, 50.0)
+    a = mc.formula_audit(th, {"X0": th["E_X0"]}, {"X0": th["E_X0"] * 1.1})
+    assert a["vs_monte_carlo_pct"].round(6).tolist()[1:] == [0.0, 0.0, 10.0]
+    assert a["E_X0_tokens"][0] == pytest.approx(theory.E_X0_seed000_misprint(32, 0.25, 0.02, 50.0))
+
+
+def test_sweep_helpers():
+    assert sweep.sweep_ks(8, 4, include=[2]) == [1, 2, 3, 5, 7]
+    assert sweep.k_hat([{"k": 1, "requests_per_s": 3}, {"k": 2, "requests_per_s": 5}, {"k": 3, "requests_per_s": 5}]) == 2
+    assert sweep.gap_pct(9.0, 10.0) == pytest.approx(10.0)
+    assert sweep.repetition_loop([5, 6, 7] * 20)
+    assert not sweep.repetition_loop(list(range(60)))
+    assert not sweep.repetition_loop([1] * 10)      # shorter than the window
+    mb = sweep.memory_bound_N(gpu_memory_gb=16, model_memory_gb=4, kv_cache_bytes=114688, theta=0.2, p=0.005,
+                              mu_L=200, oom_tolerance=0.01)
+    C = 12e9 / 114688
+    assert mb["N_star_prop3"] == theory.N_star_prop3(C, 0.2, 0.005, 200, 0.01)
+    with pytest.raises(ValueError, match="exceeds"):
+        sweep.memory_bound_N(gpu_memory_gb=4, model_memory_gb=8, kv_cache_bytes=1, theta=0.2, p=0.1, mu_L=1)
+
+
+def test_kstar_experiment_on_sim_matches_theory():
+    """The full notebook-02 computation on the simulator with a geometric workload."""
+    from pdlib.engines import get_engine
+    from pdlib.workload import Workload
+    rng = np.random.default_rng(0)
+    wl = Workload.from_lengths("geo", rng.integers(20, 200, 400), rng.geometric(0.02, 400))
+    timing = theory.TimingModel(0.05, 1e-5, 0.01, 1e-4)
+    exp = sweep.kstar_experiment(get_engine("sim", timing=timing), wl, timing, N=16, n_points=5,
+                                 kstar_update_interval=8, offline_p_multiplier=4)
+    assert exp["k_star"] == theory.k_star(16, exp["p_offline"], **timing.as_kwargs(), mu_L=exp["mu_L"]).k
+    assert exp["gap_pct"] >= 0 and exp["k_hat"] in exp["ks"]
+    assert exp["online"]["completed"] == 400
+    assert "_online_result" not in sweep.summary(exp)
+
+
+def test_index_lists_cells_and_failures(tmp_path):
+    ok = tmp_path / "g" / "alpaca" / "m" / "sim"
+    bad = tmp_path / "g" / "sharegpt" / "m" / "sim"
+    results.write_section(ok, "alpaca", "kstar", {"k_star": 4, "k_hat": 5, "gap_pct": 0.75})
+    (ok / "cell.json").write_text(json.dumps({"grid": "g", "cell": "alpaca/m/sim", "params": {"dataset": "alpaca"},
+                                              "notebooks": {"02": {"status": "ok", "html": "02.html"}}}))
+    bad.mkdir(parents=True)
+    (bad / "cell.json").write_text(json.dumps({"grid": "g", "cell": "sharegpt/m/sim", "params": {"dataset": "sharegpt"},
+                                               "notebooks": {"01": {"status": "failed", "error": "KeyError: <boom>",
+                                                                    "html": None, "ipynb": "01.ipynb"}}}))
+    page = index.write_index(tmp_path).read_text()
+    assert "alpaca/m/sim" in page and "0.75" in page and "g/alpaca/m/sim/02.html" in page
+    assert "sharegpt/m/sim" in page and "KeyError: &lt;boom&gt;" in page
+    df = index.summary_frame(tmp_path / "g")
+    assert df.set_index("cell").loc["sharegpt/m/sim", "notebooks_failed"] == 1
+
+
+def test_budget_widgets_callbacks():
+    pytest.importorskip("ipywidgets")
+    from pdlib.report.widgets import BudgetExplorer, budget_explorer
+    ui = BudgetExplorer()
+    before = ui.output.value
+    assert "rtx4080" in before
+    b0 = int(ui.table["b_mem"].iloc[0])
+    ui.controls["mean_tokens"].value = 1000          # twice the tokens per request: about half the batch
+    assert int(ui.table["b_mem"].iloc[0]) in (b0 // 2, b0 // 2 - 1, b0 // 2 + 1)
+    ui.controls["gpu"].value = "h100-80gb"
+    assert "h100-80gb" in ui.output.value and ui.output.value != before
+    ui.controls["dtype"].value = "fp32"
+    assert ui.values()["dtype"] == "fp32"
+    static = budget_explorer(interactive=False, gpu="rtx4080")
+    assert isinstance(static, pd.DataFrame)
