@@ -2,8 +2,9 @@
 
 One engine per mode is built per module; every run below is a real vLLM run (schedule +
 forward on the CPU). The checks replay ``pdlib.policy.ExclusiveBatching`` against the
-engine's per-step log, rebuild the KV tokens held from the requests' lengths, and compare
-with vLLM's block pool.
+engine's per-step log, rebuild the KV tokens held from the requests' lengths, compare
+with vLLM's block pool, and run the same workload and policy through ``pdlib.sim`` to
+check that both give the same steps and KV tokens.
 """
 from __future__ import annotations
 
@@ -110,24 +111,74 @@ def test_eb_steps_follow_the_shared_policy(eb_runs, workload, k):
 
 @pytest.mark.parametrize("k", KS)
 def test_eb_kv_tokens_match_request_lengths(eb_runs, workload, k):
-    """KV tokens held after every step, rebuilt from the requests' lengths (prompt + one
-    token per decode step since admission), equal the scheduler's exact count; vLLM's
-    blocks in use x block size cover them with less than one block per request."""
+    """KV tokens held after every step follow the shared definition (pdlib.records): per
+    running request, prompt + tokens generated so far = input_len + 1 (the token sampled at
+    the end of its prefill) + one per decode step since admission. vLLM's own computed
+    count (``kv_computed_tokens``) is exactly one token lower per running request (the
+    newest token's KV is written by the next forward), and its block pool holds exactly
+    ceil(computed / block) blocks per request."""
     res = eb_runs[k]
     sd = res.meta["step_details"]
     reqs = {r["id"]: r for r in res.requests}
     phases = res.log["phase"]
     decode_steps = np.cumsum(phases == "decode")
+    boundary = 0
     for s, held in enumerate(res.log["kv_tokens"]):
         live = [r for r in reqs.values() if r["admit_step"] <= s < r["finish_step"]]
-        expect = {r["id"]: r["input_len"] + int(decode_steps[s] - decode_steps[r["admit_step"]]) for r in live}
+        expect = {r["id"]: r["input_len"] + 1 + int(decode_steps[s] - decode_steps[r["admit_step"]])
+                  for r in live}
         assert sd["kv_tokens_per_request"][s] == expect, s
         assert held == sum(expect.values())
-        blocks = sum(math.ceil(t / BLOCK) for t in expect.values())
+        computed = held - len(live)
+        assert sd["kv_computed_tokens"][s] == computed, s
+        blocks = sum(math.ceil((t - 1) / BLOCK) for t in expect.values())
         assert sd["blocks_used"][s] == blocks, s
-        assert held <= sd["kv_block_tokens"][s] < held + BLOCK * max(1, len(live)) or held == 0
-    assert res.log["kv_tokens"][-1] == 0
+        # block rounding: the pool covers every computed token, with less than a block of
+        # slack per request; it covers kv_tokens too except for a request whose newest
+        # token starts a new block (allocated by the next schedule), one token each
+        assert computed <= sd["kv_block_tokens"][s] < computed + BLOCK * max(1, len(live)) or held == 0
+        short = sum(1 for t in expect.values() if (t - 1) % BLOCK == 0)
+        assert sd["kv_block_tokens"][s] >= held - short, s
+        boundary += short
+    assert boundary > 0          # the workload does cross block boundaries
+    assert res.log["kv_tokens"][-1] == 0 and sd["kv_computed_tokens"][-1] == 0
     assert res.log["kv_bytes"][0] == res.log["kv_tokens"][0] * res.meta["vllm"]["kv_bytes_per_token"]
+
+
+def _assert_same_steps_as_sim(res, workload, policy_factory):
+    """The vLLM EB run and pdlib.sim on the same workload and policy: identical step
+    sequence (phase, batch size, tokens, k, admitted and finished ids) and identical
+    kv_tokens column, step for step."""
+    from pdlib.sim import SimEngine
+    sim = SimEngine().run(workload, policy_factory())
+    v, s = res.log, sim.log
+    assert len(v) == len(s)
+    for name in ("phase", "batch_size", "tokens", "kv_tokens", "k"):
+        assert list(v[name]) == list(s[name]), name
+    for name in ("admitted", "finished"):
+        assert [sorted(x) for x in v[name]] == [sorted(x) for x in s[name]], name
+    key = ("id", "input_len", "output_len", "admit_step", "finish_step")
+    assert [{f: r[f] for f in key} for r in res.requests] == [{f: r[f] for f in key} for r in sim.requests]
+    # vLLM's computed count is one token below per request held after the step
+    live = [sum(1 for r in res.requests if r["admit_step"] <= i < r["finish_step"]) for i in range(len(v))]
+    assert list(v["kv_tokens"] - np.array(res.meta["step_details"]["kv_computed_tokens"])) == live
+
+
+@pytest.mark.parametrize("k", KS)
+def test_eb_matches_the_simulator_step_for_step(eb_runs, workload, k):
+    _assert_same_steps_as_sim(eb_runs[k], workload, lambda: FixedK(N, k))
+
+
+def test_eb_matches_the_simulator_on_edge_lengths(eb):
+    """One-token outputs (finish in their prefill, never hold KV after it), prompts on and
+    next to block boundaries, a workload that does not fill the last refill."""
+    wl = Workload.from_lengths("edges", [BLOCK, 2 * BLOCK, BLOCK - 1, 17, BLOCK + 1, 40, 2 * BLOCK - 1],
+                               [1, 3, 2, 1, 5, 1, 4])
+    res = eb.run(wl, FixedK(N, 2))
+    _all_finished_at_reference(res, wl)
+    _assert_same_steps_as_sim(res, wl, lambda: FixedK(N, 2))
+    first = next(r for r in res.requests if r["id"] == "0")
+    assert first["admit_step"] == first["finish_step"] == 0
 
 
 def test_fixed_k_sweep_gives_throughput(eb_runs):

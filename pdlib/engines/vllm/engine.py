@@ -227,7 +227,7 @@ class VLLMEngine:
         log = StepLog()
         admit, finish, per_req = {}, {}, []
         cols = {key: [] for key in ("prefill_tokens", "decode_tokens", "num_prefill_reqs", "num_decode_reqs",
-                                    "kv_block_tokens", "blocks_used", "kv_usage", "core_s", "wall_s", "cpu_s",
+                                    "kv_computed_tokens", "kv_block_tokens", "blocks_used", "kv_usage", "core_s", "wall_s", "cpu_s",
                                     "refill", "preempted", "num_waiting")}
         empty = [r for r in steps if r["prefill_tokens"] + r["decode_tokens"] == 0]
         steps = [r for r in steps if r["prefill_tokens"] + r["decode_tokens"] > 0]

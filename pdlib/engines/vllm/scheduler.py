@@ -26,6 +26,18 @@ process; needed in multiprocess mode). A run's policy arrives with its requests 
 ``SamplingParams.extra_args["pdlib"] = {"run": id, "policy": spec}`` (``spec`` as for
 ``pdlib.policy.make_policy`` plus ``timing``/``mu_L`` for the dynamic policy); in-process
 the driver may instead hand over the very policy object with ``pdlib_set_run``.
+
+KV tokens (telemetry ``kv_tokens``, the shared ``StepRecord.kv_tokens``) follow the
+definition every pdlib engine uses: after a step, the sum over running requests of
+prompt + output tokens generated so far (``Request.num_tokens``; the token sampled at the
+end of a prefill counts, so a request holds ``I + 1`` right after its prefill, as in
+``pdlib.sim``); a request still mid-prefill (chunked) counts the prompt tokens computed so
+far. vLLM's own count, ``sum(num_computed_tokens)``, is one token lower per decoding
+request (the newest token's KV is written by the next forward) and is kept as
+``kv_computed_tokens``; ``blocks_used`` x ``block_size`` (``kv_block_tokens``) is what the
+block pool actually holds (>= ``kv_computed_tokens``, rounded up to whole blocks per
+request; it can be one token short of ``kv_tokens`` only when a request's newest token
+starts a new block, which vLLM allocates in the next ``schedule``).
 """
 from __future__ import annotations
 
@@ -55,6 +67,15 @@ def policy_spec(policy) -> dict:
 def policy_from_spec(spec: dict):
     timing = TimingModel(**spec["timing"]) if spec.get("timing") else None
     return make_policy(spec, timing=timing, mu_L=float(spec.get("mu_L", 0.0)))
+
+
+def kv_tokens_held(req) -> int:
+    """KV tokens a running request holds after ``update_from_output``, in pdlib's shared
+    definition (``pdlib.records``/``pdlib.sim``): prompt + output tokens generated so far
+    (``req.num_tokens``, which already includes the token sampled in this step). A request
+    still mid-prefill (a chunked prompt, ``is_prefill_chunk``) has sampled nothing and
+    holds only the prompt tokens computed so far (``num_computed_tokens``)."""
+    return req.num_computed_tokens if req.is_prefill_chunk else req.num_tokens
 
 
 class _PdlibMixin:
@@ -208,12 +229,13 @@ class _PdlibMixin:
         if self.pdlib_eb is not None and finished and self.pdlib_mode == "eb":
             self.pdlib_eb.on_finished([r.num_output_tokens for r in finished])
         pool = self.kv_cache_manager.block_pool
-        per_req = {r.request_id: r.num_computed_tokens for r in self.running}
+        per_req = {r.request_id: kv_tokens_held(r) for r in self.running}
         row.update(
             finished=[r.request_id for r in finished],
             finished_output_lens=[r.num_output_tokens for r in finished],
             kv_tokens=sum(per_req.values()),
             kv_tokens_per_request=per_req,
+            kv_computed_tokens=sum(r.num_computed_tokens for r in self.running),
             blocks_used=(pool.num_gpu_blocks - 1) - pool.get_num_free_blocks(),   # block 0 is the null block
             block_size=self.block_size,
             kv_usage=float(self.kv_cache_manager.usage),
