@@ -56,3 +56,25 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords and not has_gpu:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="module")
+def one_cpu_thread():
+    """One torch intra-op thread for a test module (``pytestmark = pytest.mark.usefixtures(
+    "one_cpu_thread")``): tiny models gain nothing from more, memory figures do not depend on
+    threads, and on a busy shared CPU one thread is ~10x faster."""
+    torch = pytest.importorskip("torch")
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def isolated_cache_dir(tmp_path_factory):
+    """A fresh ``PDLIB_CACHE_DIR`` for a test module (``pytestmark = pytest.mark.usefixtures(
+    "isolated_cache_dir")``), so tokenized-workload caches never leak between modules."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("PDLIB_CACHE_DIR", str(tmp_path_factory.mktemp("wl-cache")))
+    yield
+    mp.undo()

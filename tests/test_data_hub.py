@@ -13,13 +13,7 @@ import pytest
 from pdlib.data import DATASETS, DataError, HubUnavailable, load_tokenizer, load_workload, workload_stats
 from pdlib.data.sources import get_source
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _cache_dir(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("PDLIB_CACHE_DIR", str(tmp_path_factory.mktemp("wl-cache")))
-    yield
-    mp.undo()
+pytestmark = pytest.mark.usefixtures("isolated_cache_dir")
 
 
 def _jsonl(path, rows):

@@ -10,13 +10,7 @@ import pytest
 
 from pdlib.data import DataError, load_tokenizer, load_workload, workload_stats
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _cache_dir(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("PDLIB_CACHE_DIR", str(tmp_path_factory.mktemp("wl-cache")))
-    yield
-    mp.undo()
+pytestmark = pytest.mark.usefixtures("isolated_cache_dir")
 
 
 @pytest.fixture(scope="session")

@@ -54,13 +54,13 @@ def _log(rows):
 
 
 def test_cycles_by_hand():
-    # N=2: fill, decode until one finishes, refill 1, decode ... (burn_in 0 counts every full cycle)
+    # N=2: fill, decode until one finishes, refill 1, decode ... (warmup 0 counts every full cycle)
     log = _log([("prefill", 2, 10, []), ("decode", 2, 12, []), ("decode", 2, 8, ["a"]),
                 ("prefill", 1, 14, []), ("decode", 2, 16, []), ("decode", 2, 18, []), ("decode", 2, 9, ["b"]),
                 ("prefill", 1, 13, []), ("decode", 1, 14, [])])
-    cyc = mc.cycles(log, 2, burn_in=0)
+    cyc = mc.cycles(log, 2, warmup=0)
     assert cyc[["X0", "Xmax", "supY"]].values.tolist() == [[10, 12, 2], [14, 18, 4]]   # last: batch 1, not full
-    assert mc.cycles(log, 2, burn_in=1)["X0"].tolist() == [14]
+    assert mc.cycles(log, 2, warmup=1)["X0"].tolist() == [14]
 
 
 def test_validate_thresholds_and_bound():

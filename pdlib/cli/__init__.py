@@ -36,8 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    return run_command(build_parser().parse_args(argv))
+
+
+def run_command(args) -> int:
+    """Run a parsed subcommand: its exit code, or 2 with ``pdlib CMD: error: ...`` on a user
+    error, 130 on Ctrl-C (shared with ``pdlib.cli.memory_profile``'s stand-alone entry)."""
     try:
         return int(args.func(args) or 0)
     except (CLIError, ValueError, FileNotFoundError) as e:

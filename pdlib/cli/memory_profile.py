@@ -100,17 +100,13 @@ def main(argv=None) -> int:
     """Stand-alone entry (``python -m pdlib.cli.memory_profile ...``): only these two commands, so a
     container needs torch, transformers and numpy, not the rest of pdlib's dependencies."""
     import argparse
-    import sys
+
+    from pdlib.cli import run_command
     parser = argparse.ArgumentParser(prog="pdlib-memory")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     register(sub)
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except (CLIError, ValueError, FileNotFoundError) as e:
-        print(f"pdlib {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    return run_command(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,6 @@
 """Figures of notebook 05 (matplotlib; every axis labelled with units), saved as PNG + PDF."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 PARTS = (("model_weights_gb", "weights"), ("kv_cache_gb", "KV cache"), ("activations_gb", "activations"),
@@ -88,10 +86,6 @@ def plot_kv_growth(kv, ax=None):
 
 def save_figure(fig, out_dir, name) -> list[str]:
     """Write ``name.png`` and ``name.pdf`` into ``out_dir``; returns the paths."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    from pdlib.report.plots import write_figure
     fig.tight_layout()
-    paths = [out / f"{name}.png", out / f"{name}.pdf"]
-    for p in paths:
-        fig.savefig(p, dpi=120)
-    return [str(p) for p in paths]
+    return [str(p) for p in write_figure(fig, out_dir, name, exts=("png", "pdf"))]

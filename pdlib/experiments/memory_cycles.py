@@ -1,9 +1,13 @@
 """Memory cycles (notebook 03): X0, Xmax, sup Y in KV tokens per cycle, against the theory.
 
-A *cycle* is one prefill step and the decode phase that follows it. ``X0`` = KV tokens
-held when the decode phase starts (after the prefill), ``Xmax`` = the peak during it,
-``sup Y = Xmax - X0``. Only steady-state cycles count: the decode phase starts with the
-full batch N, and at least ``burn_in`` requests (default 2N) have completed before it.
+A *cycle* is one refill prefill (one or more prefill steps) and the decode phase that follows
+it. ``X0`` = KV tokens held when the decode phase starts (after the prefill), ``Xmax`` = the
+peak during it, ``sup Y = Xmax - X0``. Cycles are cut by ``pdlib.metrics.cycles`` (the one implementation):
+only steady-state cycles count, i.e. the decode phase starts with the full batch N, is
+followed by a prefill (the final drain is dropped), and is not among the first ``warmup``
+cycles. ``warmup="auto"`` (default) is metrics' rule: ``ceil(ln 1e-3 / ln(1 - theta_hat))``
+cycles, enough for the initial cohort's bias on X0 to fall under 0.1 %; an int drops that
+many cycles (small runs, e.g. the default grid's 16 requests, need a small int).
 
 Theory (``pdlib.theory``): ``E[X0] = N*D(theta)``, ``kappa = 1/(p^2 mu_L)``,
 ``E[Xmax] ~ E[X0] + kappa``, ``P(sup Y > x) <= exp(-2|d|x/v)``. The seed's thresholds:
@@ -18,44 +22,26 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pdlib import theory
+from pdlib import metrics, theory
 from pdlib.policy import FixedK
 from pdlib.workload import Workload
 
 THRESHOLDS = {"X0": 10.0, "Xmax": 15.0, "kappa": 20.0, "bound_valid": 90.0}
 
 
-def cycles(log, N: int, *, burn_in: int | None = None, column: str = "kv_tokens") -> pd.DataFrame:
-    """Per-cycle X0, Xmax, supY (in ``column`` units) from a step log.
+def cycles(log, N: int | None = None, *, warmup="auto", column: str = "kv_tokens") -> pd.DataFrame:
+    """Per-cycle X0, Xmax, supY (in ``column`` units) from a step log: ``metrics.cycles``
+    (the one cycle cutter) as a DataFrame.
 
-    Returns one row per steady-state cycle: ``start_step``, ``X0``, ``Xmax``, ``supY``,
-    ``decode_steps``, ``k`` (the prefill's batch), ``completed_before``."""
-    c = log.columns
-    phase = np.asarray(c["phase"])
-    kv = np.asarray(c[column], dtype=float)
-    batch = np.asarray(c["batch_size"])
-    fin_counts = np.array([len(f) for f in c["finished"]])
-    done_before = np.concatenate([[0], np.cumsum(fin_counts)[:-1]])
-    burn = 2 * N if burn_in is None else burn_in
-    rows = []
-    n = len(phase)
-    i = 0
-    while i < n:
-        if phase[i] == "prefill" and i + 1 < n and phase[i + 1] == "decode":
-            j = i + 1
-            while j < n and phase[j] == "decode":
-                j += 1
-            if batch[i + 1] == N and done_before[i + 1] >= burn:
-                X0 = kv[i]
-                Xmax = max(X0, float(np.max(kv[i + 1:j])))
-                rows.append({"start_step": int(i + 1), "X0": X0, "Xmax": Xmax, "supY": Xmax - X0,
-                             "decode_steps": int(j - i - 1), "k": int(batch[i]),
-                             "completed_before": int(done_before[i + 1])})
-            i = j
-        else:
-            i += 1
-    return pd.DataFrame(rows, columns=["start_step", "X0", "Xmax", "supY", "decode_steps", "k",
-                                       "completed_before"])
+    Columns: ``start_step``, ``end_step``, ``X0``, ``Xmax``, ``supY``, ``decode_steps``,
+    ``k`` (requests admitted by the refill prefill(s) before the phase), ``duration_s``.
+    ``warmup`` is ``metrics.cycles``' (cycles dropped at the start). ``N``, when given, is
+    the batch a kept cycle must start with (no cycles if the log never reaches it)."""
+    cy = metrics.cycles(log, warmup=warmup, require_full=True, column=column)
+    df = cy.frame().rename(columns={"refill": "k"})
+    if N is not None and cy.N != N:
+        df = df.iloc[:0]
+    return df
 
 
 def theory_memory(N: int, k: int, p: float, mu_L: float, var_L: float = 0.0) -> dict:
@@ -92,7 +78,7 @@ def bound_check(supY, drift: float, variance: float, n_points: int = 50) -> dict
 def validate(cyc: pd.DataFrame, th: dict) -> dict:
     """Measured means, errors (%) vs theory and pass/fail against the seed's thresholds."""
     if len(cyc) == 0:
-        raise ValueError("no steady-state cycles: run more requests (num_requests >> N) or lower burn_in")
+        raise ValueError("no steady-state cycles: run more requests (num_requests >> N) or lower warmup")
     meas = {"X0": float(cyc["X0"].mean()), "Xmax": float(cyc["Xmax"].mean()), "supY": float(cyc["supY"].mean())}
     errors = {"X0": err_pct(meas["X0"], th["E_X0"]), "Xmax": err_pct(meas["Xmax"], th["E_Xmax"]),
               "kappa": err_pct(meas["supY"], th["kappa"])}
@@ -160,47 +146,42 @@ def gap_attribution(th: dict, sim_geo: dict, sim_real: dict, eng_tok: dict, eng_
 
 
 def memory_experiment(engine, workload, *, N: int, k: int, timing, kv_bytes_per_token: int | None = None,
-                      termination: str = "dataset", max_tokens=None, burn_in=None, mc_requests: int = 20000,
+                      termination: str = "dataset", max_tokens=None, warmup="auto", mc_requests: int = 20000,
                       seed: int = 0) -> dict:
     """Run fixed k on the engine, cut cycles, compare with the theory, the simulator (geometric
     and real lengths) and the engine's bytes. Returns a dict of tables and figures' data."""
-    from pdlib.experiments.sweep import make_sim, throughput_of
+    from pdlib.experiments.sweep import make_sim, theory_curve, throughput_of
 
     run = engine.run(workload, FixedK(N, int(k)), termination=termination, max_tokens=max_tokens)
     outs = np.array([max(1, int(r["output_len"])) for r in run.requests], float)
     inps = np.array([r["input_len"] for r in run.requests], float)
     p, mu_L, var_L = float(1.0 / outs.mean()), float(inps.mean()), float(inps.var())
     th = theory_memory(N, int(k), p, mu_L, var_L)
-    cyc = cycles(run.log, N, burn_in=burn_in)
+    cyc = cycles(run.log, N, warmup=warmup)
     val = validate(cyc, th)
 
     sim = make_sim(timing, seed)
     geo_run = sim.run(geometric_workload(inps, p, mc_requests, seed), FixedK(N, int(k)))
     real_run = sim.run(lengths_workload(run), FixedK(N, int(k)))
-    sim_geo = _summ(cycles(geo_run.log, N, burn_in=burn_in))
-    sim_real_cyc = cycles(real_run.log, N, burn_in=burn_in)
+    sim_geo = _summ(cycles(geo_run.log, N, warmup=warmup))
+    sim_real_cyc = cycles(real_run.log, N, warmup=warmup)
     sim_real = _summ(sim_real_cyc)
     eng_tok = _summ(cyc)
     eng_bytes = None
     kvb = np.asarray(run.log["kv_bytes"], float)
     if kv_bytes_per_token and np.isfinite(kvb).all() and kvb.size:
-        from pdlib.records import StepLog
-        cols = dict(run.log.columns)
-        cols["kv_tokens"] = kvb / float(kv_bytes_per_token)
-        eng_bytes = _summ(cycles(StepLog.from_columns(**cols), N, burn_in=burn_in))
-    thr = {"theory": th_thr(N, k, p, timing, mu_L),
-           "sim, geometric lengths": geo_run.requests_per_s,
-           "sim, real lengths": real_run.requests_per_s,
+        cyc_b = cycles(run.log, N, warmup=warmup, column="kv_bytes")
+        cyc_b[["X0", "Xmax", "supY"]] /= float(kv_bytes_per_token)
+        eng_bytes = _summ(cyc_b)
+    thr = {"theory": theory_curve([int(k)], N, p, timing, mu_L)[0],
+           "sim, geometric lengths": throughput_of(geo_run)["requests_per_s"],
+           "sim, real lengths": throughput_of(real_run)["requests_per_s"],
            "engine, KV tokens": throughput_of(run)["requests_per_s"]}
     vs_sim = {key: err_pct(eng_tok[key], sim_real[key]) for key in ("X0", "Xmax", "supY")}
     return {"run": run, "theory": th, "cycles": cyc, "validation": val, "sim_cycles": sim_real_cyc,
             "sim_geometric": sim_geo, "sim_real": sim_real, "engine_tokens": eng_tok, "engine_bytes": eng_bytes,
             "errors_vs_sim_pct": vs_sim, "audit": formula_audit(th, sim_geo, val["measured"]),
             "attribution": gap_attribution(th, sim_geo, sim_real, eng_tok, eng_bytes, thr)}
-
-
-def th_thr(N, k, p, timing, mu_L) -> float:
-    return float(theory.throughput(int(k), N, p, **timing.as_kwargs(), mu_L=mu_L))
 
 
 def summary(exp: dict) -> dict:

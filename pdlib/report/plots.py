@@ -26,11 +26,15 @@ FIGURE_NAMES = {
 
 def save_figure(fig, output_dir, kind: str, dataset: str) -> list[Path]:
     """Save ``fig`` as PDF and PNG named after the seeds (see ``FIGURE_NAMES``)."""
-    stem = FIGURE_NAMES[kind].format(dataset=dataset)
+    return write_figure(fig, output_dir, FIGURE_NAMES[kind].format(dataset=dataset))
+
+
+def write_figure(fig, output_dir, stem: str, exts=("pdf", "png")) -> list[Path]:
+    """Write ``{stem}.{ext}`` for each ext into ``output_dir`` (atomically, 120 dpi, tight bbox)."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    for ext in ("pdf", "png"):
+    for ext in exts:
         p = out / f"{stem}.{ext}"
         tmp = out / f".{stem}.tmp.{ext}"
         fig.savefig(tmp, dpi=120, bbox_inches="tight", format=ext)
