@@ -391,6 +391,20 @@ def N_star_clt(C, theta, p, mu_L, eps, var_L=0.0):
     n = np.where((n + 1) * Dv + b * np.sqrt(n + 1) <= C, n + 1, n)
     return _out(np.maximum(n, 0).astype(np.int64))
 
+def memory_model(N, k, p, mu_L, var_L=0.0) -> dict:
+    """Every memory prediction for one (N, k, p, mu_L, Var_L) setting, as plain floats:
+    ``theta``, ``D``, ``E_X0`` (and seed 000's misprint), ``kappa``, ``E_Xmax``, ``drift``,
+    ``variance``, ``variance_approx`` and ``oom_bound_at_kappa`` = exp(-2|d|kappa/v)."""
+    N = int(_check_N(N))
+    if not isinstance(k, (int, np.integer)) or not 1 <= k < N:
+        raise ValueError(f"k must be an integer in 1..N-1 = 1..{N - 1} (theta = k/N < 1), got {k!r}")
+    theta = k / N
+    d, v, kap = float(drift(N, p, mu_L)), float(variance(N, p, mu_L, var_L)), float(kappa(p, mu_L))
+    return {"theta": theta, "D": float(D(theta, p, mu_L)), "E_X0": float(E_X0(N, theta, p, mu_L)),
+            "E_X0_seed000_misprint": float(E_X0_seed000_misprint(N, theta, p, mu_L)),
+            "kappa": kap, "E_Xmax": float(E_Xmax(N, theta, p, mu_L)), "drift": d, "variance": v,
+            "variance_approx": float(variance_approx(N, p)), "oom_bound_at_kappa": float(oom_bound(kap, d, v))}
+
 # --------------------------------------------------------------------------- seed 004: GPU budget
 
 

@@ -221,3 +221,14 @@ def test_kv_bytes_match_a_real_cache(tiny_qwen3_dir):
         cache = model(torch.arange(n)[None], use_cache=True).past_key_values
     held = sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values))
     assert held / n == T.kv_bytes_per_token(model.config, "float32") == 2 * 2 * 2 * 32 * 4
+
+
+def test_memory_model_bundles_the_individual_formulas():
+    from pdlib import theory as T
+    m = T.memory_model(64, 12, 0.0067, 300.0, 25.0)
+    th = 12 / 64
+    assert m["E_X0"] == pytest.approx(64 * T.D(th, 0.0067, 300.0))
+    assert m["E_Xmax"] == pytest.approx(m["E_X0"] + 1 / (0.0067 ** 2 * 300.0))
+    assert m["oom_bound_at_kappa"] == pytest.approx(np.exp(-2 * abs(m["drift"]) * m["kappa"] / m["variance"]))
+    with pytest.raises(ValueError, match="k must be an integer in 1..N-1"):
+        T.memory_model(64, 64, 0.0067, 300.0)

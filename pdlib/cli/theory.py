@@ -72,19 +72,13 @@ def run_kstar(args) -> int:
 
 def run_memory(args) -> int:
     from .. import theory as T
-    if not 1 <= args.k < args.N:
-        raise CLIError(f"--k must be an integer in 1..N-1 = 1..{args.N - 1} (theta = k/N < 1), got {args.k}")
     N, p, mu, var = args.N, args.p, args.mean_input, args.var_input
-    theta = args.k / N
-    d = float(T.drift(N, p, mu))
-    v = float(T.variance(N, p, mu, var))
-    kap = float(T.kappa(p, mu))
-    out = {"N": N, "k": args.k, "theta": theta, "p": p, "mean_input": mu, "var_input": var,
-           "D": float(T.D(theta, p, mu)), "E_X0": float(T.E_X0(N, theta, p, mu)),
-           "E_X0_seed000_misprint": float(T.E_X0_seed000_misprint(N, theta, p, mu)),
-           "kappa": kap, "E_Xmax": float(T.E_Xmax(N, theta, p, mu)),
-           "drift": d, "variance": v, "variance_approx": float(T.variance_approx(N, p)),
-           "oom_bound_at_kappa": float(T.oom_bound(kap, d, v))}
+    try:
+        model = T.memory_model(N, args.k, p, mu, var)
+    except ValueError as e:
+        raise CLIError(str(e).replace("k must", "--k must")) from None
+    theta = model["theta"]
+    out = {"N": N, "k": args.k, "p": p, "mean_input": mu, "var_input": var, **model}
     if args.capacity_tokens is not None:
         C, eps = args.capacity_tokens, args.eps
         out.update({"capacity_tokens": C, "eps": eps,

@@ -45,13 +45,8 @@ def cycles(log, N: int | None = None, *, warmup="auto", column: str = "kv_tokens
 
 
 def theory_memory(N: int, k: int, p: float, mu_L: float, var_L: float = 0.0) -> dict:
-    theta = k / N
-    d, v = theory.drift(N, p, mu_L), theory.variance(N, p, mu_L, var_L)
-    return {"N": N, "k": k, "theta": theta, "p": p, "mu_L": mu_L, "var_L": var_L,
-            "E_X0": float(theory.E_X0(N, theta, p, mu_L)),
-            "E_X0_seed000_misprint": float(theory.E_X0_seed000_misprint(N, theta, p, mu_L)),
-            "kappa": float(theory.kappa(p, mu_L)), "E_Xmax": float(theory.E_Xmax(N, theta, p, mu_L)),
-            "drift": float(d), "variance": float(v), "variance_approx": float(theory.variance_approx(N, p))}
+    """``theory.memory_model`` with its inputs alongside."""
+    return {"N": N, "k": k, "p": p, "mu_L": mu_L, "var_L": var_L, **theory.memory_model(N, k, p, mu_L, var_L)}
 
 
 def err_pct(measured: float, predicted: float) -> float:
