@@ -11,6 +11,7 @@ if not matplotlib.get_backend().lower().startswith(("module://", "nbagg", "ipymp
     matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 FIGURE_NAMES = {
     "profiling": "{dataset}_profiling_results",
@@ -106,6 +107,7 @@ def throughput_vs_k(sweep_rows, *, k_star: int, k_hat: int, sim_rows=None, theor
     if online_rps is not None:
         ax.axhline(online_rps, color="purple", ls=":", label=f"online k* (EMA p): {online_rps:.3g} req/s")
     ax.set(xlabel="refill size k (requests)", ylabel="throughput (requests/s)", title=title or "Throughput vs k")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
@@ -125,6 +127,7 @@ def kstar_convergence(history, *, k_star_offline: int, k_hat: int | None = None,
     if k_hat is not None:
         ax[1].axhline(k_hat, color="g", ls="-.", label=f"k̂ = {k_hat}")
     ax[1].set(xlabel="completed requests (count)", ylabel="k (requests)", title="k* convergence")
+    ax[1].yaxis.set_major_locator(MaxNLocator(integer=True))
     for a in ax:
         a.legend(fontsize=8)
     if title:
