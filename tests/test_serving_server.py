@@ -167,7 +167,10 @@ def test_timeout_and_too_long_prompt_are_rows(served, tmp_path):
     for w in long_out:
         r = rows[w["request_id"]]
         assert r["outcome"] == "timeout" and "REQUEST_TIMEOUT=0.5" in r["error"]
-        assert float(r["latency_s"]) < 5
+        # cut off before the full output arrived (wall-clock bounds are only a guard against a
+        # hang: on a loaded 2-core machine the cancellation itself was seen to take 6 s)
+        assert int(r["tokens_out"]) < w["output_len"]
+        assert float(r["latency_s"]) < 30
     r = rows[too_long[0]["request_id"]]
     assert r["outcome"] == "http_4xx" and r["http_status"] == "400" and r["error"]
     assert out["failures"] == {"timeout": 2, "http_4xx": 1}
@@ -206,13 +209,16 @@ def test_server_killed_mid_run(served, tmp_path, capsys):
     from pdlib.serving.samplers import kv_row, parse_prometheus
     from pdlib.serving.workload import build_workload, write_workload
     srv = served["srv"]
-    recs = build_workload(ServingConfig(input_lens=(32,), output_lens=(600,), concurrencies=(2,),
+    recs = build_workload(ServingConfig(input_lens=(32,), output_lens=(900,), concurrencies=(2,),
                                         prefix_modes=("low",), n_per_condition=6), served["builder"])
     wl = write_workload(recs, tmp_path / "w.jsonl")
     killed = threading.Event()
 
     def killer():
-        deadline = time.monotonic() + 120
+        # kill once the server reports a running request, or at the latest 8 s into the run
+        # (metrics scrapes can stall on a loaded 2-core machine); 3 rounds of 900 tokens last
+        # far longer than that, so the kill always lands mid-run
+        deadline = time.monotonic() + 8
         while time.monotonic() < deadline:
             try:
                 if kv_row(parse_prometheus(httpx.get(f"{srv.url}/metrics", timeout=5).text))[
