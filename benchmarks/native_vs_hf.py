@@ -34,12 +34,11 @@ sys.path.insert(0, str(ROOT))
 
 from pdlib.engines.native import NativeEngine
 from pdlib.engines.native.profiling import time_decode
+from pdlib.models import TINY_QWEN3
 from pdlib.policy import FixedK
 from pdlib.workload import Request, Workload
 
-TINY = dict(model_type="qwen3", vocab_size=2048, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, head_dim=32, max_position_embeddings=4096,
-            tie_word_embeddings=True)
+TINY = dict(model_type="qwen3", **TINY_QWEN3)
 
 
 def parse(argv=None):

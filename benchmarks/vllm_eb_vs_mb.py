@@ -21,19 +21,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pdlib.engines.vllm import VLLMEngine
+from pdlib.models import save_random_qwen3
 from pdlib.policy import DynamicKStar, FixedK
 from pdlib.workload import Workload
-
-
-def tiny_model(folder: Path) -> Path:
-    import torch
-    import transformers
-    torch.manual_seed(0)
-    cfg = transformers.Qwen3Config(vocab_size=2048, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                                   num_attention_heads=4, num_key_value_heads=2, head_dim=32,
-                                   max_position_embeddings=4096, tie_word_embeddings=True, torch_dtype="float32")
-    transformers.Qwen3ForCausalLM(cfg).save_pretrained(folder)
-    return folder
 
 
 def main(argv=None) -> int:
@@ -53,7 +43,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=2, help="interleaved repeats; the best run of each is shown")
     ap.add_argument("--json", help="write the results here")
     a = ap.parse_args(argv)
-    model = a.model or str(tiny_model(Path(tempfile.mkdtemp(prefix="tiny-qwen3-"))))
+    model = a.model or str(save_random_qwen3(tempfile.mkdtemp(prefix="tiny-qwen3-")))
     rng = np.random.default_rng(a.seed)
     lo, hi = (int(x) for x in a.input_range.split(","))
     wl = Workload.from_lengths("bench", rng.integers(lo, hi + 1, a.num_requests),

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from pdlib.models import TINY_QWEN3, save_random_qwen3  # noqa: F401  (TINY_QWEN3 is imported by tests)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -28,22 +30,13 @@ def qwen3_dir(data_dir) -> Path:
     return data_dir / "models" / "qwen3-1.7b"
 
 
-TINY_QWEN3 = dict(vocab_size=2048, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=2, head_dim=32,
-                  max_position_embeddings=4096, tie_word_embeddings=True)
-
 
 @pytest.fixture(scope="session")
 def tiny_qwen3_dir(tmp_path_factory) -> Path:
     """A 2-layer random-weight Qwen3 saved with save_pretrained (safetensors), fp32."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    d = tmp_path_factory.mktemp("tiny-qwen3")
-    torch.manual_seed(0)
-    cfg = transformers.Qwen3Config(**TINY_QWEN3, torch_dtype="float32")
-    model = transformers.Qwen3ForCausalLM(cfg)
-    model.save_pretrained(d)
-    return d
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    return save_random_qwen3(tmp_path_factory.mktemp("tiny-qwen3"), seed=0)
 
 
 def pytest_collection_modifyitems(config, items):

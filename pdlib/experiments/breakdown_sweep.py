@@ -10,16 +10,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from pdlib.models import TINY_QWEN3
 from pdlib.records import atomic_write_json
 
 from .breakdown import COMPONENTS, profile_memory
 from .breakdown_compare import compare_estimates
 
-TINY_QWEN3_CONFIG = {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "vocab_size": 2048,
-                     "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2,
-                     "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 32,
-                     "max_position_embeddings": 4096, "tie_word_embeddings": True, "rms_norm_eps": 1e-6,
-                     "rope_theta": 1000000, "torch_dtype": "float32", "use_sliding_window": False}
+TINY_QWEN3_CONFIG = {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", **TINY_QWEN3,
+                     "rms_norm_eps": 1e-6, "rope_theta": 1000000, "torch_dtype": "float32",
+                     "use_sliding_window": False}
 
 
 def tiny_model_dir(path) -> Path:

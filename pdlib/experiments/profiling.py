@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from pdlib import theory
+from pdlib.data import workload_stats
 from pdlib.records import ProfileResult
 from pdlib.report.results import clean, read_json, write_json
 
@@ -41,11 +42,7 @@ def length_stats(workload) -> dict:
              "p": theory.p_offline(out) if len(out) else None,
              "truncated": int(workload.num_truncated), "skipped": len(workload.skipped),
              "skipped_by_reason": skipped}
-    try:
-        from pdlib.data import workload_stats
-        stats["data_stats"] = clean(workload_stats(workload))
-    except ImportError:
-        pass
+    stats["data_stats"] = clean(workload_stats(workload))
     return stats
 
 

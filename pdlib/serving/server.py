@@ -55,16 +55,12 @@ def build_tiny_model(out_dir, tokenizer_dir=None, *, hidden_size=64, layers=2, s
     """A random-weight Qwen3 saved with save_pretrained (fp32). With ``tokenizer_dir`` its
     vocab.json/merges.txt/tokenizer_config.json are copied in and the vocabulary matches the
     tokenizer (so the server can take text prompts); else vocab 2048 (token-id prompts only)."""
-    import torch
-    import transformers
+    from pdlib.models import save_random_qwen3
     out_dir = Path(out_dir)
     vocab = 2048 if tokenizer_dir is None else tokenizer_vocab_size(tokenizer_dir)
-    torch.manual_seed(seed)
-    cfg = transformers.Qwen3Config(vocab_size=vocab, hidden_size=hidden_size, intermediate_size=2 * hidden_size,
-                                   num_hidden_layers=layers, num_attention_heads=2, num_key_value_heads=1,
-                                   head_dim=32, max_position_embeddings=4096, tie_word_embeddings=True,
-                                   torch_dtype="float32")
-    transformers.Qwen3ForCausalLM(cfg).save_pretrained(out_dir)
+    save_random_qwen3(out_dir, seed=seed, vocab_size=vocab, hidden_size=hidden_size,
+                      intermediate_size=2 * hidden_size, num_hidden_layers=layers,
+                      num_attention_heads=2, num_key_value_heads=1)
     if tokenizer_dir is not None:
         for name in ("vocab.json", "merges.txt", "tokenizer_config.json", "tokenizer.json"):
             src = Path(tokenizer_dir) / name
