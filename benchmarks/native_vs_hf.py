@@ -129,17 +129,17 @@ def hf_decode_ms(m, B, ctx, steps, dev, static):
 
 def native_decode_ms(eng, B, ctx, steps, dev):
     """(median device-timed step, wall time per step over back-to-back steps) in ms."""
-    device_ms = statistics.median(time_decode(eng, B, ctx, repeats=steps)) * 1e3
+    device_ms = statistics.median(time_decode(eng.runner, B, ctx, repeats=steps)) * 1e3
     rids = [("w", i) for i in range(B)]
     for r in rids:
         eng.cache.allocate(r, ctx + 1)
     ids = torch.randint(1, eng.hf_config.vocab_size - 1, (B,), device=dev)
     pos = np.full(B, ctx, dtype=np.int64)
-    eng._decode(rids, ids, pos)
+    eng.runner.decode(rids, ids, pos)
 
     def loop():
         for _ in range(steps):
-            eng._decode(rids, ids, pos)
+            eng.runner.decode(rids, ids, pos)
     wall, _ = timed(loop, dev)
     eng.cache.reset()
     return device_ms, wall / steps * 1e3

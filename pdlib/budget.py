@@ -6,7 +6,7 @@ For a GPU (``pdlib.hardware``) and a model (``pdlib.models``):
 * ``M_model`` — weight bytes (num_parameters x dtype bytes) plus ``overhead_bytes``, a fixed
   non-KV reserve: CUDA context (~0.3-0.5 GiB with PyTorch), cuBLAS/attention workspaces,
   activations of the largest step, allocator slack. Default 1 GiB — a round figure, not a
-  measurement; pass the figure measured by ``pdlib.experiments.breakdown`` for your engine.
+  measurement; pass the figure measured by ``pdlib.memprof`` for your engine.
   (Seed 004 instead adds ~18% to the weights: 1.7e9 x 2 B = 3.4 GB -> "4.0 GB".)
 * ``kv_bytes_per_token`` — ``2 * layers * kv_heads * head_dim * bytes`` from the config;
 * ``eta = (M_max - M_model)/kv``, ``L0 = 0.1*eta``, ``b_mem = floor((eta - L0)/mu)`` for the
@@ -164,3 +164,53 @@ def budget_table(gpus=None, models=None, *, dtype=None, mean_tokens=SEED004_MEAN
             rows.append(r)
     return pd.DataFrame(rows)
 
+
+
+# --------------------------------------------------------------------------- display tables
+# What notebook 04 and its widgets show: the chain in GB with the request sizes, sla in ms.
+
+SHOW = ["gpu", "model", "dtype", "M_max_GB", "M_model_GB", "kv_bytes_per_token", "eta", "L0", "b_mem", "b_mem_p95",
+        "b_SLA", "b_SLA_p95", "b_target", "b_target_p95"]
+
+
+def _gb(df):
+    df = df.copy()
+    if "M_max_bytes" in df:
+        df["M_max_GB"] = df["M_max_bytes"] / 1e9
+        df["M_model_GB"] = df["M_model_bytes"] / 1e9
+    return df
+
+
+def budget_rows(gpu="rtx4080", model="qwen3-1.7b", dtype="fp16", mean_tokens=500, p95_tokens=1000,
+                sla_ms=1000.0, B_MAX=128):
+    """One GPU x model: seed 004's budget (eta, L0, b_mem, b_SLA, b_target for the mean and p95
+    request) as a one-row table; a model that does not fit gives a row saying so. The budget
+    explorer's callback (``pdlib.report.widgets``)."""
+    import pandas as pd
+    try:
+        r = gpu_budget(gpu, model, dtype=dtype, mean_tokens=mean_tokens, p95_tokens=p95_tokens,
+                       sla_s=sla_ms / 1e3, B_MAX=int(B_MAX))
+        df = _gb(pd.DataFrame([r]))
+        return df[[c for c in SHOW if c in df]].set_index(["gpu", "model"]).round(3)
+    except ValueError as e:
+        return pd.DataFrame([{"gpu": gpu, "model": model, "error": str(e)}]).set_index(["gpu", "model"])
+
+
+def seed_vs_corrected(gpu="rtx4080", model="qwen3-1.7b", dtype="fp16", mean_tokens=500, p95_tokens=1000,
+                      sla_ms=1000.0, B_MAX=128):
+    """Seed 004 as stated, the corrected RTX 4080 cases, and the chosen GPU x model."""
+    import pandas as pd
+    df = seed004_comparison(mean_tokens, p95_tokens, sla_s=sla_ms / 1e3, B_MAX=int(B_MAX))
+    sel = gpu_budget(gpu, model, dtype=dtype, mean_tokens=mean_tokens, p95_tokens=p95_tokens,
+                     sla_s=sla_ms / 1e3, B_MAX=int(B_MAX))
+    df = pd.concat([df, pd.DataFrame([sel], index=pd.Index([f"chosen: {gpu} x {model} ({dtype})"], name="case"))])
+    df = _gb(df)
+    return df[[c for c in SHOW if c in df]]
+
+
+def all_pairs(dtype="fp16", mean_tokens=500, p95_tokens=1000, sla_ms=1000.0, B_MAX=128):
+    """Every GPU x model of the built-in tables."""
+    df = _gb(budget_table(dtype=dtype, mean_tokens=mean_tokens, p95_tokens=p95_tokens,
+                          sla_s=sla_ms / 1e3, B_MAX=int(B_MAX)))
+    cols = [c for c in SHOW + ["fits"] if c in df]
+    return df[cols].set_index(["gpu", "model"]).round(3)

@@ -16,14 +16,16 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pdlib.grid_spec import Grid, GridCell, load_grid
+from pdlib import paths
+from pdlib.params import REQUIRED, Grid, GridCell, GridError, load_grid
 from pdlib.records import atomic_write_json, atomic_write_text
 from pdlib.report.results import read_json
 
-REPO = Path(__file__).resolve().parents[1]
-NOTEBOOKS_DIR = REPO / "notebooks"
-DEFAULT_GRID = REPO / "params" / "grid-default.yaml"
 GLOBAL_DIR = "_global"
+
+
+def default_grid() -> Path:
+    return paths.params_dir() / "grid-default.yaml"
 
 
 @dataclass
@@ -32,6 +34,7 @@ class GridRun:
     outputs: Path
     ran: list = field(default_factory=list)       # (cell, notebook) executed now
     skipped: list = field(default_factory=list)   # (cell, notebook) already done (resume)
+    changed: list = field(default_factory=list)   # (cell, notebook) rerun: parameters changed since done
     failed: list = field(default_factory=list)    # (cell, notebook, error)
     seconds: float = 0.0
 
@@ -65,15 +68,97 @@ def kernel_name() -> str:
 
 
 def notebook_path(name: str, notebooks_dir=None) -> Path:
-    p = Path(notebooks_dir or NOTEBOOKS_DIR) / f"{name}.ipynb"
+    p = Path(notebooks_dir or paths.notebooks_dir()) / f"{name}.ipynb"
     if not p.is_file():
         raise FileNotFoundError(f"{p}: notebook {name!r} not found")
     return p
 
 
-def notebook_parameters(path: Path) -> set[str]:
+def notebook_parameters(path: Path) -> dict:
+    """The notebook's ``parameters`` cell: name -> papermill's record (default, inferred type)."""
     import papermill
-    return set(papermill.inspect_notebook(str(path)))
+    return dict(papermill.inspect_notebook(str(path)))
+
+
+_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "None": (type(None),),
+          "list": (list, tuple), "tuple": (list, tuple), "dict": (dict,)}
+
+
+def type_problem(value, decl: dict) -> str | None:
+    """Why ``value`` does not fit a notebook parameter (its annotation, e.g. ``int | None``, else
+    the type of its default); None when it fits or the parameter says nothing about its type."""
+    import ast
+    ann = decl.get("inferred_type_name")
+    if ann and ann != "None":
+        names = [t.strip().split("[")[0].removeprefix("typing.") for t in ann.replace("Optional[", "None|").split("|")]
+    else:
+        try:
+            default = ast.literal_eval(decl.get("default", "None"))
+        except (ValueError, SyntaxError):
+            return None
+        if default is None:
+            return None
+        names = [type(default).__name__]
+    allowed = [t for n in names for t in _TYPES.get(n.rstrip("]"), ())]
+    if not allowed:
+        return None
+    if isinstance(value, bool) and bool not in allowed:
+        ok = False
+    else:
+        ok = isinstance(value, tuple(allowed))
+    return None if ok else f"must be {' or '.join(names)}, got {type(value).__name__} {value!r}"
+
+
+def check_grid(grid: Grid) -> dict:
+    """Every problem of a grid against its notebooks at once (missing notebooks, parameters no
+    notebook declares, values of the wrong type); returns ``{notebook: declared parameters}``."""
+    problems, declared = [], {}
+    wanted = [*grid.notebooks, *grid.once, *([grid.index_notebook] if grid.index_notebook else [])]
+    for nb in dict.fromkeys(wanted):
+        try:
+            declared[nb] = notebook_parameters(notebook_path(nb, grid.notebooks_dir))
+        except FileNotFoundError as e:
+            problems.append(str(e))
+        except Exception as e:  # noqa: BLE001 - a notebook papermill cannot read is a grid problem
+            problems.append(f"notebook {nb!r}: cannot read its parameters ({_error_text(e)})")
+    groups = [(c.name, c.params, [nb for nb in grid.notebooks if nb in declared]) for c in grid.cells]
+    groups.append(("defaults (once notebooks)", dict(grid.defaults), [nb for nb in grid.once if nb in declared]))
+    seen: dict[str, list[str]] = {}
+    for where, params, nbs in groups:
+        if not nbs:
+            continue
+        for k, v in params.items():
+            if k in REQUIRED or k == "grid_name":
+                continue
+            decl = [declared[nb][k] for nb in nbs if k in declared[nb]]
+            if not decl and k in grid.defaults and any(k in declared[nb] for nb in declared):
+                continue            # a default meant for the other kind of notebook (per cell / once)
+            if not decl:
+                known = sorted({n for nb in nbs for n in declared[nb]} - {"output_dir"})
+                msg = f"parameter {k!r} is not a parameter of {', '.join(nbs)} (known: {', '.join(known)})"
+            else:
+                why = next((w for d in decl if (w := type_problem(v, d))), None)
+                msg = f"parameter {k!r} {why}" if why else None
+            if msg:
+                seen.setdefault(msg, []).append(where)
+    for msg, where in seen.items():
+        problems.append(f"{msg} (in {where[0]}{f' and {len(where) - 1} more' if len(where) > 1 else ''})")
+    if problems:
+        raise GridError(grid.path, problems)
+    return declared
+
+
+def params_hash(given: dict) -> str:
+    """The done-marker's key: a notebook reruns on ``--resume`` when this changes."""
+    import hashlib
+    import json
+    return hashlib.sha256(json.dumps(given, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def given_parameters(params: dict, declared: dict, out_dir: Path) -> dict:
+    given = {k: v for k, v in params.items() if k in declared}
+    given["output_dir"] = str(Path(out_dir).resolve())
+    return given
 
 
 def cell_dir(outputs: Path, grid: Grid, cell: GridCell) -> Path:
@@ -92,21 +177,20 @@ def export_html(ipynb: Path, html: Path) -> None:
 
 
 def execute(name: str, out_dir: Path, params: dict, *, kernel: str, timeout: int | None = None,
-            notebooks_dir=None) -> dict:
+            notebooks_dir=None, declared: dict | None = None) -> dict:
     """Run one notebook with papermill into ``out_dir``; returns its status record (never raises
-    for a failure inside the notebook)."""
+    for a failure of the notebook, missing or failing)."""
     import papermill
-    src = notebook_path(name, notebooks_dir)
-    declared = notebook_parameters(src)
-    given = {k: v for k, v in params.items() if k in declared}
-    given["output_dir"] = str(out_dir.resolve())
-    out_dir.mkdir(parents=True, exist_ok=True)
     ipynb, html = out_dir / f"{name}.ipynb", out_dir / f"{name}.html"
     t0 = time.perf_counter()
     status = {"notebook": name, "status": "ok", "error": None, "ipynb": ipynb.name, "html": html.name,
-              "parameters": given}
+              "parameters": None}
     try:
-        papermill.execute_notebook(str(src), str(ipynb), parameters=given, kernel_name=kernel, cwd=str(REPO),
+        src = notebook_path(name, notebooks_dir)
+        given = given_parameters(params, declared if declared is not None else notebook_parameters(src), out_dir)
+        status["parameters"], status["params_hash"] = given, params_hash(given)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        papermill.execute_notebook(str(src), str(ipynb), parameters=given, kernel_name=kernel, cwd=str(paths.project_dir()),
                                    progress_bar=False, log_output=False, execution_timeout=timeout)
     except Exception as e:  # noqa: BLE001 - recorded, the grid goes on
         status["status"] = "failed"
@@ -142,18 +226,31 @@ def _record(out_dir: Path, grid: Grid, cell_name: str, params: dict, status: dic
     atomic_write_json(path, rec)
 
 
+def _done(out_dir: Path, nb: str, given: dict) -> str:
+    """``"done"`` (marker with these parameters), ``"changed"`` (marker with others) or ``""``."""
+    m = read_json(_marker(out_dir, nb), None)
+    if not m:
+        return ""
+    return "done" if m.get("params_hash") == params_hash(given) else "changed"
+
+
 def _units(grid: Grid, outputs: Path, only: str | None):
-    units = []
-    for cell in grid.cells:
-        if cell.matches(only):
-            d = cell_dir(outputs, grid, cell)
-            units += [(cell.name, d, cell.params, nb) for nb in grid.notebooks]
+    units, root = [], Path(outputs).resolve()
+    cells = [c for c in grid.cells if c.matches(only)]
+    if not cells:
+        raise ValueError(f"--only {only!r} matches no cell of {grid.path} "
+                         f"(cells: {', '.join(c.name for c in grid.cells)})")
+    for cell in cells:
+        d = cell_dir(outputs, grid, cell)
+        if not d.resolve().is_relative_to(root):
+            raise ValueError(f"{grid.path}: cell {cell.name} would write outside --outputs ({d})")
+        units += [(cell.name, d, cell.params, nb) for nb in grid.notebooks]
     gdir = Path(outputs) / grid.name / GLOBAL_DIR
     units += [(GLOBAL_DIR, gdir, dict(grid.defaults), nb) for nb in grid.once]
     return units
 
 
-def run_grid(grid_file=None, only: str | None = None, resume: bool = False, outputs="outputs",
+def run_grid(grid_file=None, only: str | None = None, resume: bool = False, outputs=None,
              progress: bool = True, timeout: int | None = None) -> GridRun:
     """Execute every notebook x cell of ``grid_file`` (default ``params/grid-default.yaml``).
     ``only`` filters cells (glob or substring of ``dataset/model/engine``, comma-separated);
@@ -162,12 +259,10 @@ def run_grid(grid_file=None, only: str | None = None, resume: bool = False, outp
 
     from pdlib.report.index import write_index
 
-    grid = load_grid(grid_file or DEFAULT_GRID)
-    outputs = Path(outputs)
+    grid = load_grid(paths.find_project_file(grid_file) if grid_file else default_grid())
+    outputs = Path(outputs) if outputs else paths.outputs_dir()
     units = _units(grid, outputs, only)
-    if not units:
-        raise ValueError(f"--only {only!r} matches no cell of {grid.path} "
-                         f"(cells: {', '.join(c.name for c in grid.cells)})")
+    declared = check_grid(grid)
     kernel = kernel_name()
     os.environ["PDLIB_NONINTERACTIVE"] = "1"   # notebooks render static tables, not widgets
     run = GridRun(grid.name, outputs)
@@ -175,15 +270,21 @@ def run_grid(grid_file=None, only: str | None = None, resume: bool = False, outp
     bar = tqdm(total=len(units), desc=f"grid {grid.name}", unit="nb", disable=not progress)
     for cell_name, out_dir, params, nb in units:
         bar.set_postfix_str(f"{cell_name} {nb}")
-        if resume and _marker(out_dir, nb).is_file():
+        params = {**params, "grid_name": grid.name}
+        state = _done(out_dir, nb, given_parameters(params, declared[nb], out_dir)) if resume else ""
+        if state == "done":
             run.skipped.append((cell_name, nb))
             bar.update(1)
             continue
-        params = {**params, "grid_name": grid.name}
-        status = execute(nb, out_dir, params, kernel=kernel, timeout=timeout, notebooks_dir=grid.notebooks_dir)
+        if state == "changed":
+            run.changed.append((cell_name, nb))
+            bar.write(f"rerun {cell_name} {nb}: its parameters changed since it finished")
+        status = execute(nb, out_dir, params, kernel=kernel, timeout=timeout, notebooks_dir=grid.notebooks_dir,
+                         declared=declared[nb])
         _record(out_dir, grid, cell_name, params, status)
         if status["status"] == "ok":
             atomic_write_json(_marker(out_dir, nb), {"notebook": nb, "seconds": status["seconds"],
+                                                      "params_hash": status["params_hash"],
                                                       "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
             run.ran.append((cell_name, nb))
         else:
@@ -195,7 +296,8 @@ def run_grid(grid_file=None, only: str | None = None, resume: bool = False, outp
     if grid.index_notebook:
         gdir = outputs / grid.name
         st = execute(grid.index_notebook, gdir, {"grid_name": grid.name, "grid_dir": str(gdir.resolve())},
-                     kernel=kernel, timeout=timeout, notebooks_dir=grid.notebooks_dir)
+                     kernel=kernel, timeout=timeout, notebooks_dir=grid.notebooks_dir,
+                     declared=declared[grid.index_notebook])
         if st["status"] != "ok":
             run.failed.append((grid.name, grid.index_notebook, st["error"]))
         atomic_write_json(gdir / "index_notebook.json", st)

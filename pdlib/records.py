@@ -59,7 +59,7 @@ class StepLog:
         return len(self._rows) if self._cols is None or self._rows else len(self._cols["step"])
 
     @classmethod
-    def from_columns(cls, **cols) -> "StepLog":
+    def from_columns(cls, **cols) -> StepLog:
         missing = set(COLUMNS) - set(cols)
         if missing:
             raise ValueError(f"missing columns: {sorted(missing)}")
@@ -109,6 +109,18 @@ class StepLog:
         for i in range(len(c["step"])):
             yield {name: (c[name][i].item() if hasattr(c[name][i], "item") else c[name][i])
                    for name in COLUMNS}
+
+
+def request_row(id, input_len, output_len, ref_output_len, admit_step, finish_step, truncated,
+                **extra) -> dict:
+    """The one per-request result row of ``RunResult.requests`` (every engine builds it here):
+    ``finish_step`` is None for a request that never finished; ``extra`` adds engine-specific
+    fields (``finish_reason``, ``output_ids``)."""
+    return {"id": id, "input_len": int(input_len), "output_len": int(output_len),
+            "ref_output_len": int(ref_output_len),
+            "admit_step": None if admit_step is None else int(admit_step),
+            "finish_step": None if finish_step is None else int(finish_step),
+            "truncated": bool(truncated), **extra}
 
 
 @dataclass
@@ -199,6 +211,13 @@ class ProfileResult:
             r2[name] = 1 - float(np.sum((y - A @ coef) ** 2)) / ss
         return {"r2_two_term": r2["batch"], "r2_with_context": r2["batch+batch_x_context"],
                 "variance_missed_by_two_term": r2["batch+batch_x_context"] - r2["batch"]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ProfileResult:
+        """The inverse of ``to_dict`` (a saved ``{dataset}_profiling.json``)."""
+        from . import theory
+        return cls(d["prefill"], d["decode"], theory.TimingModel.from_dict(d["timing"], "profile timing"),
+                   d.get("meta", {}))
 
     def to_dict(self) -> dict:
         return {"prefill": self.prefill, "decode": self.decode, "timing": asdict(self.timing),

@@ -8,9 +8,13 @@ them deterministically from the length (``Workload.prompt_ids_for``).
 from __future__ import annotations
 
 import zlib
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
+
+MAX_TOKENS = 10**9        # the largest token count a workload accepts (input or output, per request)
+MAX_TOKENS_TEXT = "10^9"
 
 
 @dataclass(slots=True)
@@ -43,22 +47,23 @@ class Workload:
 
     @property
     def input_lens(self) -> np.ndarray:
-        return np.array([r.input_len for r in self.requests], dtype=np.int64)
+        return _lengths(self.requests, "input_len")
 
     @property
     def output_lens(self) -> np.ndarray:
-        return np.array([r.output_len for r in self.requests], dtype=np.int64)
+        return _lengths(self.requests, "output_len")
 
     @property
     def num_truncated(self) -> int:
         return sum(r.truncated for r in self.requests)
 
-    def head(self, n: int) -> "Workload":
+    def head(self, n: int) -> Workload:
         return Workload(self.name, self.requests[:n], self.skipped, dict(self.meta, num_requests=n))
 
     @classmethod
-    def from_lengths(cls, name, input_lens, output_lens, **meta) -> "Workload":
-        reqs = [Request(id=str(i), input_len=int(a), output_len=int(b))
+    def from_lengths(cls, name, input_lens, output_lens, **meta) -> Workload:
+        reqs = [Request(id=str(i), input_len=check_tokens(a, f"input_lens[{i}]", allow_zero=True),
+                        output_len=check_tokens(b, f"output_lens[{i}]", allow_zero=True))
                 for i, (a, b) in enumerate(zip(input_lens, output_lens))]
         return cls(name, reqs, [], meta)
 
@@ -69,3 +74,47 @@ class Workload:
             return list(req.prompt_ids)
         rng = np.random.default_rng([seed, zlib.crc32(req.id.encode())])
         return rng.integers(1, max(2, vocab_size - 1), size=req.input_len).tolist()
+
+
+def check_tokens(n, name: str, *, allow_zero: bool = False) -> int:
+    """``n`` as an int token count in ``1..MAX_TOKENS`` (``0..`` with ``allow_zero``), else a
+    ``ValueError`` naming ``name`` and the allowed range (checked before anything is allocated)."""
+    lo = 0 if allow_zero else 1
+    try:
+        v = int(n)
+        ok = v == n and lo <= v <= MAX_TOKENS and not isinstance(n, bool)
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} = {n!r}: allowed {lo}..{MAX_TOKENS_TEXT} tokens (an integer)")
+    return v
+
+
+def _lengths(requests, attr: str) -> np.ndarray:
+    try:
+        return np.array([getattr(r, attr) for r in requests], dtype=np.int64)
+    except (OverflowError, TypeError, ValueError):
+        for r in requests:      # name the first request that does not fit
+            check_tokens(getattr(r, attr), f"request {r.id}: {attr}", allow_zero=True)
+        raise
+
+
+def skip_field(reason: str) -> str:
+    """The field part of a skip reason (``"output: empty"`` -> ``"output"``)."""
+    return reason.split(":")[0] if ":" in reason else reason
+
+
+def skip_kind(reason: str) -> str:
+    """A skip reason without its details in parentheses (``"ContextTokens: negative (-5)"`` ->
+    ``"ContextTokens: negative"``), so that reasons can be counted."""
+    return reason.split(" (")[0].strip()
+
+
+def skip_reason_counts(skipped) -> dict[str, int]:
+    """``{reason kind: count}`` over a workload's skips, most frequent first."""
+    return dict(Counter(skip_kind(s.reason) for s in skipped).most_common())
+
+
+def first_skips(skipped, n: int = 3) -> str:
+    """The first ``n`` skips as ``record I: reason; ...`` for an error message."""
+    return "; ".join(f"record {s.index}: {s.reason}" for s in skipped[:n]) or "no skips"

@@ -6,9 +6,9 @@
 #       [any other `pdlib profile-memory` flag, e.g. --max-tokens 512 --batch-size 8 --dtype bfloat16]
 #   scripts/profile-docker-model.sh --detect-model < TEXT   (print the model found in TEXT)
 #
-# Steps: stage the profiler's modules (pdlib/{__init__,theory,records}.py, pdlib/cli/{__init__,
-# output,memory_profile}.py, pdlib/experiments/{__init__,breakdown*}.py) in a local temp folder;
-# `docker cp` them to /tmp/pdlib-profiler in the container; `docker exec` python -m
+# Steps: stage the profiler's modules (pdlib/{__init__,records,paths}.py, the packages pdlib/theory,
+# pdlib/models and pdlib/memprof, pdlib/cli/{__init__,output,memory_profile}.py) in a local temp
+# folder; `docker cp` them to /tmp/pdlib-profiler in the container; `docker exec` python -m
 # pdlib.cli.memory_profile profile-memory ... (the container needs torch + transformers + numpy);
 # `docker cp` the JSON (and per-layer CSV) out; remove the folder in the container (unless --keep).
 #
@@ -28,11 +28,10 @@ SELF_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_DIR="$(cd "$SELF_DIR/.." && pwd)"
 REMOTE_DIR=/tmp/pdlib-profiler
 DETECT_SH='for f in /proc/[0-9]*/cmdline; do tr "\000" " " < "$f" 2>/dev/null; echo; done; env'
-FILES=(pdlib/__init__.py pdlib/theory.py pdlib/records.py pdlib/cli/__init__.py pdlib/cli/output.py
-       pdlib/cli/memory_profile.py pdlib/experiments/__init__.py pdlib/experiments/breakdown.py
-       pdlib/experiments/breakdown_compare.py pdlib/experiments/breakdown_layers.py
-       pdlib/experiments/breakdown_memory.py pdlib/experiments/breakdown_model.py
-       pdlib/experiments/breakdown_native.py)
+# the staged modules: a file, or a package folder (its *.py and *.yaml files); X.py or X/ for a
+# module that may be either (pdlib/theory)
+SOURCES=(pdlib/__init__.py pdlib/records.py pdlib/paths.py pdlib/theory pdlib/models pdlib/memprof
+         pdlib/cli/__init__.py pdlib/cli/output.py pdlib/cli/memory_profile.py)
 
 usage() { sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; }
 die() { echo "profile-docker-model: error: $*" >&2; exit 2; }
@@ -98,11 +97,17 @@ if [[ -z "$MODEL" ]]; then
 fi
 
 if [[ $DRY == 1 ]]; then STAGE='<stage>'; else STAGE="$(mktemp -d)"; trap 'rm -rf "$STAGE"' EXIT; fi
-run mkdir -p "$STAGE/pdlib/cli" "$STAGE/pdlib/experiments"
-for f in "${FILES[@]}"; do
-    [[ -f "$REPO_DIR/$f" ]] || [[ "$f" == pdlib/experiments/breakdown_native.py ]] || die "missing $REPO_DIR/$f"
-    [[ -f "$REPO_DIR/$f" ]] && run cp "$REPO_DIR/$f" "$STAGE/$f"
+FILES=() DIRS=(pdlib/cli)
+for s in "${SOURCES[@]}"; do
+    if [[ -f "$REPO_DIR/$s" ]]; then FILES+=("$s")
+    elif [[ -f "$REPO_DIR/$s.py" ]]; then FILES+=("$s.py")
+    elif [[ -d "$REPO_DIR/$s" ]]; then
+        DIRS+=("$s")
+        for f in "$REPO_DIR/$s"/*.py "$REPO_DIR/$s"/*.yaml; do [[ -f "$f" ]] && FILES+=("$s/${f##*/}"); done
+    else die "missing $REPO_DIR/$s"; fi
 done
+run mkdir -p "${DIRS[@]/#/$STAGE/}"
+for f in "${FILES[@]}"; do run cp "$REPO_DIR/$f" "$STAGE/$f"; done
 run "$DOCKER" exec "$CONTAINER" mkdir -p "$REMOTE_DIR"
 run "$DOCKER" cp "$STAGE/pdlib" "$CONTAINER:$REMOTE_DIR/"
 CMD=("$DOCKER" exec -w "$REMOTE_DIR" "$CONTAINER" "$PY" -m pdlib.cli.memory_profile profile-memory

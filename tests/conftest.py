@@ -1,19 +1,18 @@
 """Shared fixtures: the real data folder, a tiny random Qwen3 saved to disk, markers."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
+from pdlib import paths
 from pdlib.models import TINY_QWEN3, save_random_qwen3  # noqa: F401  (TINY_QWEN3 is imported by tests)
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _data_dir() -> Path:
-    env = os.environ.get("PDLIB_DATA_DIR")
-    return Path(env) if env else ROOT.parent / "shared" / "data"
+    return paths.data_dir() or ROOT.parent / "shared" / "data"
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ from pdlib import theory
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from pdlib.experiments.breakdown import COMPONENTS, null_paths, profile_memory
+from pdlib.memprof import COMPONENTS, null_paths, profile_memory
 
 B, T = 2, 4
 
@@ -118,7 +118,7 @@ def test_bad_inputs_are_named(tmp_path, tiny_qwen3_dir):
 
 
 def test_prompt_ids_rules(tiny_qwen3_dir, qwen3_dir):
-    from pdlib.experiments.breakdown_model import prompt_ids
+    from pdlib.memprof.model import prompt_ids
     ids, src = prompt_ids(str(tiny_qwen3_dir), "héllo", None, 2048)
     assert ids == list("héllo".encode()) and "bytes" in src
     ids2, _ = prompt_ids(str(tiny_qwen3_dir), "ab", 5, 2048)
@@ -152,3 +152,21 @@ def test_gpu_fields_measured_on_cuda(tiny_qwen3_dir):
     assert kv["measured_bytes"] == kv["formula_bytes_cached_tokens"]
     mb = r["memory_breakdown"]
     assert mb["total_gb"] >= mb["model_weights_gb"] + mb["kv_cache_gb"]
+
+
+def test_breakdown_owns_its_json(prof, tmp_path):
+    import json
+
+    from pdlib.memprof import SCHEMA, Breakdown
+    assert list(prof) == ["schema", "memory_breakdown", "model_info", "gpu_info", "device", "measurements",
+                          "repeats", "per_layer", "units", "null_reasons", "notes", "environment"]
+    b = Breakdown.from_json(prof)
+    assert b.to_json() == prof and b.schema == SCHEMA and b.settings is None
+    f = b.write(tmp_path / "p.json")
+    assert Breakdown.from_json(f) == b and json.loads(f.read_text()) == prof
+    b.settings = {"batch_size": B}
+    assert list(b.to_json())[-1] == "settings" and Breakdown.from_json(b.to_json()) == b
+    with pytest.raises(ValueError, match="schema"):
+        Breakdown.from_json({**prof, "schema": "other/1"})
+    with pytest.raises(ValueError, match="missing keys"):
+        Breakdown.from_json({k: v for k, v in prof.items() if k != "notes"})

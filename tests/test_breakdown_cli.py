@@ -7,7 +7,7 @@ import json
 import pytest
 
 from pdlib.cli import main
-from pdlib.experiments.breakdown_compare import compare_estimates, theory_estimates
+from pdlib.memprof import compare_estimates, theory_estimates
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -36,7 +36,7 @@ def test_profile_memory_cli_writes_the_json(run_cli):
 
 
 def test_per_layer_table_written_and_sorted(run_cli):
-    from pdlib.experiments.breakdown_layers import read_table
+    from pdlib.memprof.layers import read_table
     prof, table = run_cli
     rows = read_table(table)
     assert len(rows) == prof["per_layer"]["rows"] > 10

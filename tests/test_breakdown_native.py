@@ -15,7 +15,7 @@ pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 def test_native_engine_breakdown(tiny_qwen3_dir):
     from conftest import TINY_QWEN3
 
-    from pdlib.experiments.breakdown import profile_memory
+    from pdlib.memprof import profile_memory
     B, P, T = 2, 12, 4
     r = profile_memory(str(tiny_qwen3_dir), engine="native", prompt_length=P, max_tokens=T, batch_size=B,
                        dtype="float32", device="cpu", repeats=1)

@@ -25,3 +25,13 @@ def test_memory_breakdown_notebook_runs(tmp_path):
     p = json.loads(profs[0].read_text())
     kv = p["measurements"]["kv_cache"]
     assert kv["measured_bytes"] == kv["formula_bytes_cached_tokens"]
+
+
+def test_memory_breakdown_notebook_committed_clean():
+    nbformat = pytest.importorskip("nbformat")
+    nb = nbformat.read(ROOT / "notebooks" / "05_memory_breakdown.ipynb", as_version=4)
+    nbformat.validate(nb)
+    assert "parameters" in nb.cells[0].metadata.get("tags", [])
+    for c in nb.cells:
+        if c.cell_type == "code":
+            assert c.outputs == [] and c.execution_count is None

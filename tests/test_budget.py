@@ -160,3 +160,24 @@ def test_budget_rejects_bad_inputs():
         B.gpu_budget("rtx4080", "qwen3-1.7b", dtype="int3")
     with pytest.raises(ValueError, match="latency must have keys"):
         B.gpu_budget("rtx4080", "qwen3-1.7b", latency={"a": 0.01})
+
+
+# --------------------------------------------------------------------------- display tables, notebook 04
+
+
+def test_display_tables_and_budget_result():
+    row = B.budget_rows("rtx4080", "qwen3-1.7b")
+    assert row.index.tolist() == [("rtx4080", "qwen3-1.7b")] and row["b_mem"].iloc[0] == 198
+    assert row["M_max_GB"].iloc[0] == pytest.approx(round(16 * GiB / 1e9, 3))
+    assert "error" in B.budget_rows("rtx4080-laptop", "qwen2.5-7b-instruct", dtype="fp32")
+    table = B.seed_vs_corrected()
+    assert len(table) == 5 and table.index[-1] == "chosen: rtx4080 x qwen3-1.7b (fp16)"
+    from pdlib.experiments.gpu_budget import budget_experiment
+    exp = budget_experiment()
+    js = exp.to_json()
+    assert list(js) == ["seed_vs_corrected"] and js["seed_vs_corrected"][0]["kv_bytes_per_token"] == 196608
+    assert json.loads(json.dumps(js, allow_nan=False)) == js
+    assert len(exp.all_pairs) == len(GPUS) * len(M.model_names())
+    from pdlib.report.plots import budget_figure
+    ax = budget_figure(exp.seed_vs_corrected).axes[0]
+    assert "(requests)" in ax.get_xlabel()

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from pdlib.experiments.cell import load_cell, load_spec, materialize_config
-from pdlib.grid import NOTEBOOKS_DIR
-from pdlib.grid_spec import load_grid
+from pdlib.models import materialize_config
+from pdlib.params import load_cell, load_grid, load_spec
+from pdlib.paths import notebooks_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = ROOT / "params"
@@ -20,7 +20,7 @@ def test_grid_files_resolve(grid, data_dir):
     g = load_grid(PARAMS / grid)
     assert g.cells
     for nb in g.notebooks + g.once + [g.index_notebook]:
-        assert (NOTEBOOKS_DIR / f"{nb}.ipynb").is_file(), nb
+        assert (notebooks_dir() / f"{nb}.ipynb").is_file(), nb
     for c in g.cells:
         cell = load_cell(c.params["dataset"], c.params["model"], c.params["engine"], data_dir=data_dir)
         assert cell.impl in ("sim", "native", "vllm")
@@ -73,3 +73,11 @@ def test_materialize_config(tmp_path, monkeypatch):
     d = materialize_config("m", {"model_type": "qwen3", "hidden_size": 64})
     conf = json.loads((d / "config.json").read_text())
     assert conf["architectures"] == ["Qwen3ForCausalLM"] and conf["hidden_size"] == 64
+
+
+def test_every_notebook_parameter_declares_its_type():
+    """The grid checks values against these (``# type: int|None``) before running anything."""
+    import papermill
+    for nb in sorted(notebooks_dir().glob("*.ipynb")):
+        untyped = [k for k, v in papermill.inspect_notebook(str(nb)).items() if v["inferred_type_name"] == "None"]
+        assert not untyped, f"{nb.name}: parameters without '# type:': {untyped}"

@@ -40,7 +40,7 @@ def test_dry_run_exact_commands_with_model():
         ["docker", "exec", "srv", "rm", "-rf", R],
     ]
     staged = [c for c in cmds if c[0] == "cp"]
-    assert ["cp", str(ROOT / "pdlib/experiments/breakdown.py"), "<stage>/pdlib/experiments/breakdown.py"] in staged
+    assert ["cp", str(ROOT / "pdlib/memprof/profile.py"), "<stage>/pdlib/memprof/profile.py"] in staged
 
 
 def test_dry_run_autodetect_per_layer_keep_python_docker():
@@ -86,8 +86,8 @@ def test_staged_files_are_enough_to_import_the_profiler(tmp_path):
             dst = tmp_path / c[2].replace("<stage>/", "")
             dst.parent.mkdir(parents=True, exist_ok=True)
             dst.write_bytes(Path(c[1]).read_bytes())
-    code = ("import pdlib, pdlib.cli.memory_profile as m, pdlib.experiments.breakdown, "
-            "pdlib.experiments.breakdown_layers, pdlib.experiments.breakdown_compare; "
+    code = ("import pdlib, pdlib.cli.memory_profile as m, pdlib.memprof.profile, pdlib.memprof.native, "
+            "pdlib.memprof.layers, pdlib.memprof.compare, pdlib.models; "
             "print(pdlib.__file__); m.main(['profile-memory', '--help'])")
     p = subprocess.run([sys.executable, "-c", code], check=False, cwd=tmp_path, capture_output=True, text=True, timeout=120,
                        env={"PATH": "/usr/bin:/bin", "PYTHONNOUSERSITE": "1"})

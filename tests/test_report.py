@@ -98,19 +98,44 @@ def test_sweep_helpers():
         sweep.memory_bound_N(gpu_memory_gb=4, model_memory_gb=8, kv_cache_bytes=1, theta=0.2, p=0.1, mu_L=1)
 
 
-def test_kstar_experiment_on_sim_matches_theory():
-    """The full notebook-02 computation on the simulator with a geometric workload."""
+TIMING = theory.TimingModel(0.05, 1e-5, 0.01, 1e-4)
+
+
+def _geo(seed, n, max_input, p):
+    """A length-only workload (uniform inputs, geometric outputs) and a simulator with ``TIMING``."""
     from pdlib.engines import get_engine
     from pdlib.workload import Workload
-    rng = np.random.default_rng(0)
-    wl = Workload.from_lengths("geo", rng.integers(20, 200, 400), rng.geometric(0.02, 400))
-    timing = theory.TimingModel(0.05, 1e-5, 0.01, 1e-4)
-    exp = sweep.kstar_experiment(get_engine("sim", timing=timing), wl, timing, N=16, n_points=5,
+    rng = np.random.default_rng(seed)
+    wl = Workload.from_lengths("geo", rng.integers(20, max_input, n), rng.geometric(p, n))
+    return wl, get_engine("sim", timing=TIMING)
+
+
+def test_kstar_experiment_on_sim_matches_theory():
+    """The full notebook-02 computation on the simulator with a geometric workload."""
+    wl, eng = _geo(0, 400, 200, 0.02)
+    timing = TIMING
+    exp = sweep.kstar_experiment(eng, wl, timing, N=16, n_points=5,
                                  kstar_update_interval=8, offline_p_multiplier=4)
-    assert exp["k_star"] == theory.k_star(16, exp["p_offline"], **timing.as_kwargs(), mu_L=exp["mu_L"]).k
-    assert exp["gap_pct"] >= 0 and exp["k_hat"] in exp["ks"]
-    assert exp["online"]["completed"] == 400
-    assert "_online_result" not in sweep.summary(exp)
+    assert exp.k_star == theory.k_star(16, exp.p_offline, **timing.as_kwargs(), mu_L=exp.mu_L).k
+    assert exp.gap_pct >= 0 and exp.k_hat in exp.ks
+    assert exp.online["completed"] == 400
+    js = exp.to_json()
+    assert "online_result" not in js and "memory_bound" not in js and js["k_hat_sim"] == exp.k_hat_sim
+    assert json.loads(json.dumps(js, allow_nan=False)) == js          # JSON-ready: no live objects
+    assert js["timing"]["alpha_p"] == 0.05
+    tl = exp.timeline(max_steps=10)
+    assert len(tl["step"]) == 10 and set(tl["phase"]) <= {"prefill", "decode"}
+
+
+def test_memory_experiment_on_sim_result_and_json():
+    wl, eng = _geo(1, 300, 100, 0.05)
+    exp = mc.memory_experiment(eng, wl, N=8, k=2, timing=TIMING, warmup=2, mc_requests=500)
+    js = exp.to_json()
+    assert json.loads(json.dumps(js, allow_nan=False)) == js
+    assert js["cycles"] == len(exp.cycles) == exp.validation["cycles"] > 0
+    assert js["formula_audit"] == exp.audit.to_dict(orient="records")
+    assert exp.bound is exp.validation["bound"] and "run" not in js and "bound" not in js
+    assert "KV tokens" in plots.memory_validation(exp.cycles, exp.theory, exp.bound).axes[0].get_xlabel()
 
 
 def test_index_lists_cells_and_failures(tmp_path):
@@ -145,3 +170,32 @@ def test_budget_widgets_callbacks():
     assert ui.values()["dtype"] == "fp32"
     static = budget_explorer(interactive=False, gpu="rtx4080")
     assert isinstance(static, pd.DataFrame)
+
+
+def test_tables_read_the_result_or_its_json():
+    from pdlib.report import tables
+    wl, eng = _geo(2, 200, 100, 0.05)
+    exp = sweep.kstar_experiment(eng, wl, TIMING, N=8, n_points=3, kstar_update_interval=8, offline_p_multiplier=2)
+    js = json.loads(json.dumps(exp.to_json()))                        # as read back from the results file
+    assert tables.kstar_md(exp) == tables.kstar_md(js) and f"k\\* = {exp.k_star}" in tables.kstar_md(js)
+    pd.testing.assert_frame_equal(tables.sweep_table(exp), tables.sweep_table(js))
+    assert tables.truncation_md(exp) == tables.truncation_md(js)
+    m = mc.memory_experiment(_geo(2, 200, 100, 0.05)[1], wl, N=8, k=2, timing=TIMING, warmup=2, mc_requests=300)
+    assert tables.memory_md(m) == tables.memory_md(m.to_json())
+    assert tables.memory_errors_table(m).loc["X0", "theory"] == pytest.approx(m.theory["E_X0"], abs=0.01)
+
+
+def test_report_calls_no_experiment_code():
+    """report sits above experiments but only reads results: its one pdlib.experiments import
+    is the JSON primitives of ``pdlib.experiments.result``."""
+    import ast
+    from pathlib import Path
+
+    import pdlib.report
+    for f in Path(pdlib.report.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(f.read_text())):
+            mods = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                    else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            for mod in mods:
+                assert not mod.startswith(("pdlib.experiments", "pdlib.engines")) or mod == "pdlib.experiments.result", \
+                    (f.name, mod)

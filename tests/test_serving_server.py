@@ -122,7 +122,7 @@ def test_grid_end_to_end_files_match_what_was_sent(grid_run, served):
 def test_plots_and_table(grid_run, tmp_path):
     import matplotlib
     matplotlib.use("Agg")
-    from pdlib.serving.plots import load_run, plot_timeline, summary_table
+    from pdlib.report.serving import load_run, plot_timeline, summary_table
     run = load_run(grid_run[1]["run_dir"])
     table = summary_table(run)
     assert len(table) == 8 and (table["ok"] == 4).all()

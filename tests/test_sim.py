@@ -185,7 +185,7 @@ def test_engine_protocol_run_and_profile():
     assert res.output_tokens_per_s == pytest.approx(sum(range(1, 51)) / res.log["duration_s"].sum())
     capped = eng.run(w, FixedK(8, 3), max_tokens=10)
     assert sum(r["truncated"] for r in capped.requests) == 40
-    prof = eng.profile(prefill_tokens=[16, 64, 256], batch_sizes=[1, 4, 8], context_lens=[64], repeats=2)
+    prof = eng.profile(prefill_tokens=[16, 64, 256], decode_batches=[1, 4, 8], context_lens=[64], repeats=2)
     for name in ("alpha_p", "beta_p", "alpha_d", "beta_d"):
         assert getattr(prof.timing, name) == pytest.approx(getattr(T, name), rel=1e-9, abs=1e-12)
     noisy = get_engine("sim", timing=T, seed=1).profile(noise=0.05)

@@ -232,3 +232,34 @@ def test_memory_model_bundles_the_individual_formulas():
     assert m["oom_bound_at_kappa"] == pytest.approx(np.exp(-2 * abs(m["drift"]) * m["kappa"] / m["variance"]))
     with pytest.raises(ValueError, match="k must be an integer in 1..N-1"):
         T.memory_model(64, 64, 0.0067, 300.0)
+
+
+def test_allocating_functions_bound_N_before_allocating():
+    """k_star/throughput allocate O(N): N > N_MAX is a ValueError naming N, not a 7 TiB allocation."""
+    for N in (T.N_MAX + 1, 10**12, 2**63):
+        with pytest.raises(ValueError, match=r"N must be an integer >= 1 and <= 1000000"):
+            T.k_star(N, 0.01, 0.05, 0.01, 1e-4)
+        with pytest.raises(ValueError, match=r"N must be an integer >= 1 and <= 1000000"):
+            T.throughput(1, N, 0.01, 0.05, 0.0, 0.01, 1e-4)
+    with pytest.raises(ValueError, match="B_MAX"):
+        T.b_SLA(1.0, 500, 0.01, 2e-4, 0.3, B_MAX=10**12)
+
+
+def test_tau_is_accurate_for_tiny_p():
+    """1-(1-p)^j via expm1/log1p: tau(j) -> (alpha_d + beta_d*j)/(j*p) as p -> 0, tau(0) = inf."""
+    j = np.arange(1, 65)
+    for p in (1e-9, 1e-12, 1e-15):
+        assert np.allclose(T.tau(j, p, 0.01, 1e-4) * j * p / (0.01 + 1e-4 * j), 1, rtol=1e-6)
+    assert T.tau(0, 1.0, 0.01, 0.0) == math.inf and T.tau(3, 1.0, 0.01, 0.0) == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize("field,value", [("num_attention_heads", 0), ("num_hidden_layers", -1),
+                                         ("num_key_value_heads", 2.5), ("hidden_size", "abc"),
+                                         ("head_dim", float("nan")), ("num_hidden_layers", True)])
+def test_kv_bytes_refuses_bad_architecture_fields(field, value):
+    cfg = {"num_hidden_layers": 28, "num_attention_heads": 16, "num_key_value_heads": 8, "hidden_size": 2048}
+    cfg[field] = value
+    if field == "head_dim" or field == "hidden_size":
+        cfg.pop("head_dim" if field == "hidden_size" else "hidden_size", None)
+    with pytest.raises(ValueError, match=f"{field} must be an integer in 1.."):
+        T.kv_bytes_per_token(cfg, "fp16")

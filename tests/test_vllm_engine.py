@@ -149,7 +149,7 @@ def _assert_same_steps_as_sim(res, workload, policy_factory):
     """The vLLM EB run and pdlib.sim on the same workload and policy: identical step
     sequence (phase, batch size, tokens, k, admitted and finished ids) and identical
     kv_tokens column, step for step."""
-    from pdlib.sim import SimEngine
+    from pdlib.engines.sim import SimEngine
     sim = SimEngine().run(workload, policy_factory())
     v, s = res.log, sim.log
     assert len(v) == len(s)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 
 from .output import CLIError
@@ -19,8 +20,19 @@ COMMAND_MODULES = (
 )
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line usage error: ``pdlib CMD: error: --OPT must be ..., got 'X'``
+    (exit status 2); subcommand parsers inherit it."""
+
+    def error(self, message):
+        m = re.match(r"argument ([^:]+): (must be .*)", message)
+        if m:  # a range error from output.int_arg / float_arg: name the option first
+            message = f"{m[1]} {m[2]}"
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="pdlib", description="pdlib: exclusive-batching theory vs real LLM engines (theory, data, engines, reports)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -36,7 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    return run_command(build_parser().parse_args(argv))
+    """Run ``pdlib ARGV``; returns the exit code (0 after ``--help``, 2 on a usage error)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+    return run_command(args)
 
 
 def run_command(args) -> int:

@@ -9,7 +9,8 @@ def register(sub) -> None:
     p.add_argument("--grid", default=None, help="grid YAML (default: params/grid-default.yaml)")
     p.add_argument("--only", default=None, help="only cells whose dataset/model/engine matches (glob or substring)")
     p.add_argument("--resume", action="store_true", help="skip notebooks already finished (done-marker)")
-    p.add_argument("--outputs", default="outputs", help="output folder (default: outputs)")
+    p.add_argument("--outputs", default=None,
+                   help="output folder (default: $PDLIB_OUTPUTS_DIR, else outputs/ of the checkout, else ./outputs)")
     p.add_argument("--timeout", type=int, default=None, help="per-cell execution timeout in seconds")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -19,12 +20,15 @@ def register(sub) -> None:
 def _run(args) -> int:
     from pathlib import Path
 
+    from pdlib import paths
     from pdlib.grid import run_grid
-    if args.grid and not Path(args.grid).is_file():
-        raise CLIError(f"grid file {args.grid} not found")
-    run = run_grid(args.grid, only=args.only, resume=args.resume, outputs=args.outputs,
+    grid = paths.find_project_file(args.grid) if args.grid else None
+    if grid is not None and not grid.is_file():
+        raise CLIError(f"grid file {args.grid} not found (looked here and in {paths.params_dir().parent})")
+    outputs = Path(args.outputs) if args.outputs else paths.outputs_dir()
+    run = run_grid(grid, only=args.only, resume=args.resume, outputs=outputs,
                    progress=not args.no_progress, timeout=args.timeout)
-    emit({"grid": run.grid, "index": str(Path(args.outputs) / "index.html"), "ran": len(run.ran),
-          "skipped": len(run.skipped), "failed": len(run.failed), "seconds": round(run.seconds, 1),
+    emit({"grid": run.grid, "index": str(outputs / "index.html"), "ran": len(run.ran),
+          "skipped": len(run.skipped), "rerun_params_changed": len(run.changed), "failed": len(run.failed), "seconds": round(run.seconds, 1),
           "failures": [f"{c} {nb}: {e}" for c, nb, e in run.failed]}, args.json)
     return 0 if run.ok else 1

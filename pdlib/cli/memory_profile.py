@@ -36,7 +36,7 @@ def register(sub) -> None:
 
     c = sub.add_parser("compare-estimates", help="measured vs calculated memory per component",
                        description="Without --calc-* flags the calculator is pdlib.theory's "
-                                   "(pdlib.experiments.breakdown_compare documents it).")
+                                   "(pdlib.memprof.compare documents it).")
     c.add_argument("profile", metavar="PROFILE.json")
     for flag in ("weights", "kv", "activations", "overhead"):
         c.add_argument(f"--calc-{flag}", type=float, default=None, metavar="GB",
@@ -46,15 +46,15 @@ def register(sub) -> None:
 
 
 def _profile(args) -> int:
-    from pdlib.experiments.breakdown import profile_memory
-    from pdlib.records import atomic_write_json
+    from pdlib.memprof import profile_breakdown
     if args.repeats < 1:
         raise CLIError(f"--repeats must be >= 1, got {args.repeats}")
-    res = profile_memory(args.model, weights=args.weights, prompt=args.prompt, max_tokens=args.max_tokens,
-                         batch_size=args.batch_size, dtype=args.dtype, engine=args.engine, device=args.device,
-                         repeats=args.repeats, prompt_length=args.prompt_length, cache=args.cache,
-                         per_layer=args.per_layer)
-    atomic_write_json(args.output, res)
+    prof = profile_breakdown(args.model, weights=args.weights, prompt=args.prompt, max_tokens=args.max_tokens,
+                             batch_size=args.batch_size, dtype=args.dtype, engine=args.engine, device=args.device,
+                             repeats=args.repeats, prompt_length=args.prompt_length, cache=args.cache,
+                             per_layer=args.per_layer)
+    prof.write(args.output)
+    res = prof.to_json()
     if args.json:
         emit(res, True)
         return 0
@@ -72,7 +72,7 @@ def _profile(args) -> int:
 
 
 def _compare(args) -> int:
-    from pdlib.experiments.breakdown_compare import compare_estimates
+    from pdlib.memprof import compare_estimates
     path = Path(args.profile)
     if not path.is_file():
         raise CLIError(f"{path}: no such profile file")

@@ -1,10 +1,25 @@
-"""Printing for CLI commands: one JSON object with ``--json``, else a short aligned table."""
+"""Printing and argument checks for CLI commands: one JSON object with ``--json``, else a short
+aligned table; ``int_arg``/``float_arg`` parse an option within a documented range (the error
+names the option and the range), ``check_finite`` refuses to print a NaN/inf result.
+
+Bounds shared by the theory commands (``kstar``, ``memory``, ``simulate``, ``budget``):
+slots N <= ``theory.N_MAX`` (10^6; k* and the throughput allocate O(N)), token counts
+<= ``TOKENS_MAX`` (10^7), times <= ``SECONDS_MAX`` (10^6 s), p >= ``P_MIN`` (10^-12: mean
+output <= 10^12 tokens), simulated steps <= ``STEPS_MAX`` (10^7; ~1.5 GB of step columns)."""
 from __future__ import annotations
 
+import argparse
+import functools
 import json
+import math
 import sys
 
 import numpy as np
+
+TOKENS_MAX = 10**7
+SECONDS_MAX = 1e6
+STEPS_MAX = 10**7
+P_MIN = 1e-12
 
 
 def _plain(v):
@@ -40,3 +55,95 @@ def emit(obj: dict, as_json: bool, file=None) -> None:
 
 class CLIError(Exception):
     """An error the CLI prints as one line (no traceback) and exits with status 2."""
+
+
+# --------------------------------------------------------------------------- argument ranges
+# Type functions for argparse: a bad value raises ArgumentTypeError("must be ..."), which the
+# pdlib parser prints as one line ``--OPT must be ..., got 'VALUE'`` (see ``pdlib.cli``).
+
+
+def int_arg(lo: int, hi: int):
+    """An integer option in ``lo..hi``."""
+    def parse(s: str) -> int:
+        try:
+            v = int(s)
+        except ValueError:
+            v = None
+        if v is None or not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {lo} and <= {hi}, got {s!r}")
+        return v
+    return parse
+
+
+def _interval(lo, hi, lo_open, hi_open) -> str:
+    return f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+
+
+def in_range(v, lo, hi, lo_open=False, hi_open=False) -> bool:
+    return (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi))
+
+
+def float_arg(lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = False, what: str | None = None):
+    """A finite number in the interval lo..hi (open or closed ends); ``what`` overrides the
+    range's wording in the error."""
+    text = what or f"a number in {_interval(lo, hi, lo_open, hi_open)}"
+
+    def parse(s: str) -> float:
+        try:
+            v = float(s)
+        except ValueError:
+            v = float("nan")
+        if not in_range(v, lo, hi, lo_open, hi_open):
+            raise argparse.ArgumentTypeError(f"must be {text}, got {s!r}")
+        return v
+    return parse
+
+
+def check_number(where: str, v, lo, hi, lo_open=False, hi_open=False) -> float:
+    """``v`` (e.g. read from a file) as a float in the interval, else CLIError naming ``where``."""
+    if not in_range(v, lo, hi, lo_open, hi_open):
+        raise CLIError(f"{where} must be a number in {_interval(lo, hi, lo_open, hi_open)}, got {v!r}")
+    return float(v)
+
+
+RANGE_CAUSE = "the inputs are out of floating-point range (see the option ranges in --help)"
+P_ARG = float_arg(P_MIN, 1.0, what=f"in (0, 1] and >= {P_MIN:g}")
+SECONDS_ARG = float_arg(0.0, SECONDS_MAX)
+POS_SECONDS_ARG = float_arg(0.0, SECONDS_MAX, lo_open=True)
+
+
+def _nonfinite(obj, path=""):
+    """(key, value) of the first NaN/inf number in a nested result, or None."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            hit = _nonfinite(v, f"{path}.{k}" if path else str(k))
+            if hit:
+                return hit
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            hit = _nonfinite(v, f"{path}[{i}]")
+            if hit:
+                return hit
+    elif isinstance(obj, (float, np.floating)) and not math.isfinite(obj):
+        return path, float(obj)
+    return None
+
+
+def check_finite(out: dict, cause: str) -> dict:
+    """``out`` unchanged when every number in it is finite; else CLIError naming the result
+    and ``cause`` (which options drive it out of floating-point range)."""
+    hit = _nonfinite(_plain(out))
+    if hit:
+        raise CLIError(f"result {hit[0]} is {hit[1]}: {cause}")
+    return out
+
+
+def quiet_numerics(handler):
+    """Run a command handler without numpy's floating-point warnings on stderr: an overflow
+    either is refused by ``check_finite`` or does not reach the printed result."""
+    @functools.wraps(handler)
+    def run(args):
+        with np.errstate(all="ignore"):
+            return handler(args)
+    return run

@@ -7,14 +7,17 @@
   pdlib serve-profile plot RUN_DIR -o timeline.png
 
 Settings come from the seed's environment variables (VLLM_URL, MODEL_NAME, INPUT_LENS, ...);
-flags override them.
+flags override them. Every value is checked (``pdlib.serving.config.RANGES``): a bad flag is a
+one-line error naming it (exit 2), a bad variable likewise names the variable.
 """
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
-from .output import CLIError, emit
+from ..serving.config import RANGES, parse_value
+from .output import POS_SECONDS_ARG, CLIError, emit
 
 # flag -> (config field, help)
 FLAGS = {
@@ -43,10 +46,20 @@ WHICH = {
 }
 
 
+def _flag_type(field):
+    """argparse type of a setting's flag: parsed and checked like its environment variable."""
+    def parse(text: str):
+        try:
+            return parse_value(field, text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {RANGES[field][1]}, got {text!r}") from None
+    return parse
+
+
 def _add_flags(p, which):
     for flag, (field, help_) in FLAGS.items():
         if field in WHICH[which]:
-            p.add_argument(flag, dest=field, default=None, help=help_)
+            p.add_argument(flag, dest=field, default=None, type=_flag_type(field), help=help_)
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -63,7 +76,7 @@ def register(subparsers) -> None:
     s = sub.add_parser("sample", help="run the NVML and /metrics samplers for a while")
     s.add_argument("-o", "--out", required=True, help="gpu_mem_trace.csv to write")
     s.add_argument("--kv-out", default=None, help="kv_trace.csv to write (default: beside --out)")
-    s.add_argument("--duration", type=float, required=True, help="seconds")
+    s.add_argument("--duration", type=POS_SECONDS_ARG, required=True, help="seconds")
     _add_flags(s, "sample")
     s.set_defaults(func=cmd_sample)
     r = sub.add_parser("requests", help="send a workload.jsonl, write request_trace.csv")
@@ -84,17 +97,22 @@ def register(subparsers) -> None:
 
 
 def _config(args):
-    from ..serving.config import ENV_VARS, from_env, parse_value
-    overrides = {f: parse_value(f, getattr(args, f)) for f in ENV_VARS if getattr(args, f, None) is not None}
-    return from_env(**overrides)
+    from ..serving.config import ENV_VARS, from_env
+    return from_env(**{f: getattr(args, f) for f in ENV_VARS if getattr(args, f, None) is not None})
+
+
+def _server_error(e) -> CLIError:
+    from ..serving.orchestrator import ServerUnreachable
+    hint = " (is the server running? set VLLM_URL or --url)" if isinstance(e, ServerUnreachable) else ""
+    return CLIError(f"{e}{hint}")
 
 
 def _probe(cfg):
-    from ..serving.orchestrator import ServerUnreachable, probe_server
+    from ..serving.orchestrator import ServerProblem, probe_server
     try:
         return probe_server(cfg.vllm_url)
-    except ServerUnreachable as e:
-        raise CLIError(f"{e} (is the server running? set VLLM_URL or --url)") from None
+    except ServerProblem as e:
+        raise _server_error(e) from None
 
 
 def cmd_workload(args) -> int:
@@ -113,8 +131,6 @@ def cmd_workload(args) -> int:
 def cmd_sample(args) -> int:
     from ..serving.samplers import sample_for
     cfg = _config(args)
-    if args.duration <= 0:
-        raise CLIError("--duration must be positive (seconds)")
     kv_out = args.kv_out or str(Path(args.out).with_name("kv_trace.csv"))
     _probe(cfg)
     res = sample_for(args.duration, url=cfg.vllm_url, gpu_path=args.out, kv_path=kv_out,
@@ -130,7 +146,11 @@ def cmd_requests(args) -> int:
     from ..serving.workload import read_workload
     cfg = _config(args)
     recs = read_workload(args.workload)
-    model = resolve_model(cfg, _probe(cfg))
+    from ..serving.orchestrator import ServerProblem
+    try:
+        model = resolve_model(cfg, _probe(cfg))
+    except ServerProblem as e:
+        raise _server_error(e) from None
     rows = run_requests(recs, cfg.vllm_url, model, args.out, timeout=cfg.request_timeout)
     counts = count_outcomes(rows)
     emit({"out": args.out, "sent": len(rows), **{f"outcome_{k}": v for k, v in counts.items()}}, args.json)
@@ -147,12 +167,12 @@ def _fail_line(cmd, n, counts) -> int:
 
 
 def cmd_run(args) -> int:
-    from ..serving.orchestrator import ServerUnreachable, run_profile
+    from ..serving.orchestrator import ServerProblem, run_profile
     cfg = _config(args)
     try:
         out = run_profile(cfg, run_dir=args.resume, workload_path=args.workload, progress=not args.quiet)
-    except ServerUnreachable as e:
-        raise CLIError(f"{e} (is the server running? set VLLM_URL or --url)") from None
+    except ServerProblem as e:
+        raise _server_error(e) from None
     emit(out, args.json)
     if out["failures"]:
         print(f"pdlib serve-profile run: {out['message']}", file=sys.stderr)
@@ -163,7 +183,7 @@ def cmd_run(args) -> int:
 def cmd_plot(args) -> int:
     import matplotlib
     matplotlib.use("Agg")
-    from ..serving.plots import plot_run
+    from ..report.serving import plot_run
     plot_run(args.run_dir, args.out)
     emit({"out": args.out}, args.json)
     return 0

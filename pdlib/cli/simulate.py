@@ -4,13 +4,55 @@ Outputs are Geometric(p); inputs are the constant ``--mean-input`` (or Gamma wit
 ``--var-input``). The queue never empties; the run stops after ``--steps`` steps.
 Timing defaults (seconds) are the balanced regime of ``params/engines/sim.yaml``:
 alpha_p=0.02, beta_p=2e-5 (per prompt token), alpha_d=0.008, beta_d=1e-4 (per request).
+Ranges (checked before anything is allocated): N <= 10^6, --steps <= 10^7, token counts
+<= 10^7, times <= 10^6 s, p >= 10^-12. A run that keeps no steady-state memory cycle (too
+few steps for this p, or --warmup dropping them all) is an error, not a table of NaN.
 """
 
 from __future__ import annotations
 
+import argparse
 import time
 
-from .output import CLIError, emit
+from ..theory import N_MAX
+from .output import (
+    P_ARG,
+    POS_SECONDS_ARG,
+    RANGE_CAUSE,
+    SECONDS_ARG,
+    STEPS_MAX,
+    TOKENS_MAX,
+    CLIError,
+    check_finite,
+    emit,
+    float_arg,
+    int_arg,
+    quiet_numerics,
+)
+
+_STEPS = int_arg(0, STEPS_MAX)
+_VAR = float_arg(0.0, float(TOKENS_MAX) ** 2)
+
+
+def _var_arg(s: str) -> float:
+    """0 (constant inputs) or a Gamma variance in [1e-6, 1e14] (below, the Gamma shape overflows)."""
+    try:
+        v = _VAR(s)
+        if v == 0 or v >= 1e-6:
+            return v
+    except argparse.ArgumentTypeError:
+        pass
+    raise argparse.ArgumentTypeError(f"must be 0 or a number in [1e-06, 1e+14], got {s!r}")
+
+
+def _warmup_arg(s: str):
+    if s == "auto":
+        return s
+    try:
+        return _STEPS(s)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or an integer >= 0 and <= {STEPS_MAX}, got {s!r}") from None
+
 
 _T = {"alpha_p": 0.02, "beta_p": 2e-5, "alpha_d": 0.008, "beta_d": 1e-4}
 
@@ -21,40 +63,44 @@ def register(sub) -> None:
         help="simulate exclusive batching; memory cycles and throughput vs theory",
         description=__doc__,
     )
-    p.add_argument("--N", type=int, required=True, help="batch slots")
-    p.add_argument("--k", type=int, help="refill size (fixed policy; default: k* from the theory)")
+    p.add_argument("--N", type=int_arg(2, N_MAX), required=True, help=f"batch slots, 2..{N_MAX}")
+    p.add_argument("--k", type=int_arg(1, N_MAX), help="refill size, 1..N-1 (fixed policy; default: k* from the theory)")
     p.add_argument(
-        "--p", type=float, required=True, help="termination probability per step (outputs ~ Geometric(p))"
+        "--p", type=P_ARG, required=True,
+        help="termination probability per step (outputs ~ Geometric(p)), [1e-12, 1]",
     )
-    p.add_argument("--mean-input", type=float, required=True, help="mean input length mu_L (tokens)")
+    p.add_argument("--mean-input", type=float_arg(1.0, TOKENS_MAX), required=True,
+                   help="mean input length mu_L (tokens; inputs are whole tokens >= 1), [1, 1e7]")
     p.add_argument(
-        "--var-input", type=float, default=0.0, help="input length variance (Gamma, rounded); 0 = constant"
+        "--var-input", type=_var_arg, default=0.0,
+        help="input length variance (Gamma, rounded): 0 (constant) or [1e-6, 1e14]",
     )
-    p.add_argument("--steps", type=int, default=200_000, help="steps to simulate (default 200000)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int_arg(1, STEPS_MAX), default=200_000,
+                   help=f"steps to simulate (default 200000), 1..{STEPS_MAX}")
+    p.add_argument("--seed", type=int_arg(0, 2**63 - 1), default=0, help="0..2^63-1")
     for name, v in _T.items():
-        p.add_argument("--" + name.replace("_", "-"), type=float, default=v, help=f"seconds (default {v})")
+        kind = POS_SECONDS_ARG if name == "alpha_d" else SECONDS_ARG
+        rng = "(0, 1e6]" if name == "alpha_d" else "[0, 1e6]"
+        p.add_argument("--" + name.replace("_", "-"), type=kind, default=v, help=f"seconds (default {v}), {rng}")
     p.add_argument(
         "--dynamic",
         action="store_true",
         help="dynamic k*: online EMA p, k* every --update-interval completions",
     )
-    p.add_argument("--p0", type=float, help="dynamic: initial p (default --p)")
-    p.add_argument("--ema-alpha", type=float, default=0.05)
-    p.add_argument("--update-interval", type=int, default=32)
-    p.add_argument("--warmup", default="auto", help="cycles dropped at the start: 'auto' or an int")
+    p.add_argument("--p0", type=P_ARG, help="dynamic: initial p (default --p), [1e-12, 1]")
+    p.add_argument("--ema-alpha", type=float_arg(0.0, 1.0, lo_open=True), default=0.05, help="(0, 1]")
+    p.add_argument("--update-interval", type=int_arg(1, STEPS_MAX), default=32, help=f"1..{STEPS_MAX}")
+    p.add_argument("--warmup", type=_warmup_arg, default="auto",
+                   help=f"cycles dropped at the start: 'auto' or an int in 0..{STEPS_MAX}")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
 
+@quiet_numerics
 def run(args) -> int:
     from pdlib import metrics, sim, theory
     from pdlib.policy import DynamicKStar, FixedK
 
-    if args.N < 1:
-        raise CLIError(f"--N must be >= 1, got {args.N}")
-    if args.steps < 1:
-        raise CLIError(f"--steps must be >= 1, got {args.steps}")
     timing = theory.TimingModel(args.alpha_p, args.beta_p, args.alpha_d, args.beta_d)
     ks = theory.k_star(args.N, args.p, **timing.as_kwargs(), mu_L=args.mean_input)
     if args.dynamic:
@@ -69,9 +115,10 @@ def run(args) -> int:
     else:
         k = ks.k if args.k is None else args.k
         if not 1 <= k < args.N:
-            raise CLIError(f"--k must be in 1..N-1 (theta = k/N < 1 for the memory theory), got {k}")
+            raise CLIError(f"--k must be in 1..N-1 = 1..{args.N - 1} for --N {args.N} (theta = k/N < 1 for "
+                           f"the memory theory), got {k}")
         pol = FixedK(args.N, k)
-    warmup = args.warmup if args.warmup == "auto" else int(args.warmup)
+    warmup = args.warmup
     inp = sim.GammaInt(args.mean_input, args.var_input)
     t0 = time.perf_counter()
     res = sim.simulate(
@@ -86,6 +133,8 @@ def run(args) -> int:
     )
     wall = time.perf_counter() - t0
     mem = metrics.memory_summary(res.columns, warmup=warmup)
+    if mem["cycles"] == 0:
+        raise CLIError(_no_cycles(args, metrics.cycles(res.columns, warmup=0), mem, int(pol.k)))
     thr = metrics.throughput_summary(res.columns)
     thr_ss = metrics.throughput_summary(res.columns, warmup=warmup)
     k = int(pol.k)  # the dynamic policy's final k
@@ -137,10 +186,25 @@ def run(args) -> int:
         "decode_steps": thr["decode_steps"],
         "mean_decode_batch": thr["mean_decode_batch"],
         "wall_s": wall,
-        "request_steps_per_s": res.request_steps / wall if wall > 0 else float("nan"),
+        "request_steps_per_s": res.request_steps / max(wall, 1e-9),
     }
     if args.dynamic:
         out["final_p_estimate"] = float(pol.p)
         out["k_updates"] = len(pol.history)
-    emit(out, args.json)
+    emit(check_finite(out, RANGE_CAUSE), args.json)
     return 0
+
+
+def _no_cycles(args, all_cycles, mem: dict, k: int) -> str:
+    """Why a run kept no steady-state memory cycle (``all_cycles``: those kept without any
+    warmup), naming the option to change."""
+    total, dropped = mem["total_cycles"], mem["warmup_cycles"]
+    if total == 0 and args.p >= 1:
+        return "--p 1: every request finishes in its prefill, so there is no decode phase to measure; use --p < 1"
+    if len(all_cycles):
+        return (f"--warmup {args.warmup} leaves none of the run's {len(all_cycles)} complete cycles "
+                f"({dropped} of {total} decode phases dropped); lower --warmup or raise --steps")
+    cycle = k / (args.N * args.p)
+    return (f"no complete steady-state memory cycle in --steps {args.steps} ({total} decode phases, "
+            f"{dropped} dropped as warmup); one cycle takes about k/(N*p) = {cycle:.3g} decode steps at "
+            f"--p {args.p:g}: raise --steps or --p")

@@ -1,32 +1,72 @@
-"""``pdlib kstar``, ``pdlib memory``, ``pdlib budget``: the theory's numbers from the command line."""
+"""``pdlib kstar``, ``pdlib memory``, ``pdlib budget``: the theory's numbers from the command line.
+
+Every option is checked against a documented range before anything is computed (bounds in
+``pdlib.cli.output``: N <= 10^6, token counts <= 10^7, times <= 10^6 s, p >= 10^-12); a bad
+value is a one-line error naming the option (exit status 2), and a result that would still
+be NaN/inf is refused the same way instead of printed."""
 from __future__ import annotations
 
+import argparse
 import json
 import math
+from pathlib import Path
 
-from .output import CLIError, emit
+from ..theory import N_MAX
+from .output import (
+    P_ARG,
+    POS_SECONDS_ARG,
+    RANGE_CAUSE,
+    SECONDS_ARG,
+    SECONDS_MAX,
+    TOKENS_MAX,
+    CLIError,
+    check_finite,
+    check_number,
+    emit,
+    float_arg,
+    int_arg,
+    quiet_numerics,
+)
+
+B_MAX_MAX = 10**7      # theory.b_SLA scans b = 1..B_MAX
+TOKENS_ARG = float_arg(0.0, TOKENS_MAX)
+POS_TOKENS_ARG = float_arg(0.0, TOKENS_MAX, lo_open=True)
+VAR_TOKENS_ARG = float_arg(0.0, float(TOKENS_MAX) ** 2)     # a variance of token counts
+
+
+def _dtype_arg(s: str) -> str:
+    from ..theory import DTYPE_BYTES, dtype_name
+    try:
+        dtype_name(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be one of {', '.join(sorted(DTYPE_BYTES))}, got {s!r}") from None
+    return s
 
 
 def register(sub) -> None:
     p = sub.add_parser("kstar", help="optimal refill size k* and the large-N ratio theta*")
-    p.add_argument("--N", type=int, required=True, help="slots (max batch)")
-    p.add_argument("--p", type=float, required=True, help="termination probability per decode step")
-    p.add_argument("--alpha-p", type=float, required=True, help="prefill fixed cost (s)")
-    p.add_argument("--alpha-d", type=float, required=True, help="decode step fixed cost (s)")
-    p.add_argument("--beta-d", type=float, required=True, help="decode cost per request in the batch (s)")
-    p.add_argument("--beta-p", type=float, default=0.0, help="prefill cost per token (s); only the throughput uses it")
-    p.add_argument("--mean-input", type=float, default=0.0, help="mean input length mu_L (tokens)")
+    p.add_argument("--N", type=int_arg(1, N_MAX), required=True, help=f"slots (max batch), 1..{N_MAX}")
+    p.add_argument("--p", type=P_ARG, required=True, help="termination probability per decode step, [1e-12, 1]")
+    p.add_argument("--alpha-p", type=SECONDS_ARG, required=True, help="prefill fixed cost (s), [0, 1e6]")
+    p.add_argument("--alpha-d", type=POS_SECONDS_ARG, required=True, help="decode step fixed cost (s), (0, 1e6]")
+    p.add_argument("--beta-d", type=SECONDS_ARG, required=True,
+                   help="decode cost per request in the batch (s), [0, 1e6]")
+    p.add_argument("--beta-p", type=SECONDS_ARG, default=0.0,
+                   help="prefill cost per token (s), [0, 1e6]; only the throughput uses it")
+    p.add_argument("--mean-input", type=TOKENS_ARG, default=0.0, help="mean input length mu_L (tokens), [0, 1e7]")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run_kstar)
 
     p = sub.add_parser("memory", help="KV-token memory of exclusive batching: E[X0], kappa, OOM bound, N*")
-    p.add_argument("--N", type=int, required=True)
-    p.add_argument("--k", type=int, required=True, help="refill size (theta = k/N)")
-    p.add_argument("--p", type=float, required=True)
-    p.add_argument("--mean-input", type=float, required=True, help="mu_L (tokens)")
-    p.add_argument("--var-input", type=float, default=0.0, help="Var of input length (tokens^2)")
-    p.add_argument("--capacity-tokens", type=float, default=None, help="KV capacity C (tokens) for N*")
-    p.add_argument("--eps", type=float, default=0.01, help="OOM tolerance for N*")
+    p.add_argument("--N", type=int_arg(2, N_MAX), required=True, help=f"slots, 2..{N_MAX}")
+    p.add_argument("--k", type=int_arg(1, N_MAX), required=True, help="refill size, 1..N-1 (theta = k/N)")
+    p.add_argument("--p", type=P_ARG, required=True, help="termination probability per decode step, [1e-12, 1]")
+    p.add_argument("--mean-input", type=POS_TOKENS_ARG, required=True, help="mu_L (tokens), (0, 1e7]")
+    p.add_argument("--var-input", type=VAR_TOKENS_ARG, default=0.0, help="Var of input length (tokens^2), [0, 1e14]")
+    p.add_argument("--capacity-tokens", type=float_arg(0.0, 1e12), default=None,
+                   help="KV capacity C (tokens) for N*, [0, 1e12]")
+    p.add_argument("--eps", type=float_arg(0.0, 1.0, lo_open=True, hi_open=True), default=0.01,
+                   help="OOM tolerance for N*, (0, 1)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run_memory)
 
@@ -34,15 +74,20 @@ def register(sub) -> None:
     p.add_argument("--gpu", default="rtx4080", help="GPU key, or 'list'")
     p.add_argument("--model", default="qwen3-1.7b",
                    help="built-in name, config.json path/folder, Hugging Face id, or 'list'")
-    p.add_argument("--dtype", default=None, help="weights/KV dtype (default: the model's; e.g. fp16, bf16, fp8)")
-    p.add_argument("--kv-dtype", default=None, help="KV cache dtype if different from --dtype")
-    p.add_argument("--mean-tokens", type=float, default=500, help="mean request size mu (prompt+output tokens)")
-    p.add_argument("--p95-tokens", type=float, default=1000, help="p95 request size (tokens)")
-    p.add_argument("--overhead-gb", type=float, default=1.0, help="non-KV reserve beside the weights (GiB)")
-    p.add_argument("--sla-s", type=float, default=1.0, help="latency SLA for b_SLA (s)")
-    p.add_argument("--b-max", type=int, default=128, help="B_MAX")
-    p.add_argument("--latency", nargs=3, type=float, metavar=("A", "B", "G"), default=None,
-                   help="T(b,L) = A + B*L*(1+G*(b-1)/b) coefficients (default: seed 004's 0.010 0.0002 0.3)")
+    p.add_argument("--dtype", type=_dtype_arg, default=None,
+                   help="weights/KV dtype (default: the model's; e.g. fp16, bf16, fp8)")
+    p.add_argument("--kv-dtype", type=_dtype_arg, default=None, help="KV cache dtype if different from --dtype")
+    p.add_argument("--mean-tokens", type=float_arg(1.0, TOKENS_MAX), default=500,
+                   help="mean request size mu (prompt+output tokens), [1, 1e7]")
+    p.add_argument("--p95-tokens", type=float_arg(1.0, TOKENS_MAX), default=1000,
+                   help="p95 request size (tokens), [1, 1e7]")
+    p.add_argument("--overhead-gb", type=float_arg(0.0, 1e6), default=1.0,
+                   help="non-KV reserve beside the weights (GiB), [0, 1e6]")
+    p.add_argument("--sla-s", type=POS_SECONDS_ARG, default=1.0, help="latency SLA for b_SLA (s), (0, 1e6]")
+    p.add_argument("--b-max", type=int_arg(1, B_MAX_MAX), default=128, help=f"B_MAX, 1..{B_MAX_MAX}")
+    p.add_argument("--latency", nargs=3, type=float_arg(-SECONDS_MAX, SECONDS_MAX), metavar=("A", "B", "G"),
+                   default=None, help="T(b,L) = A + B*L*(1+G*(b-1)/b) coefficients, A and B in [0, 1e6] s, "
+                                      "G in [-1, 1e6] (default: seed 004's 0.010 0.0002 0.3)")
     p.add_argument("--latency-json", metavar="FILE", default=None,
                    help="take a, b_, g from a `pdlib profile --latency-grid` output (latency_grid.fit)")
     p.add_argument("--seed004", action="store_true",
@@ -51,6 +96,7 @@ def register(sub) -> None:
     p.set_defaults(func=run_budget)
 
 
+@quiet_numerics
 def run_kstar(args) -> int:
     from .. import theory as T
     r = T.k_star(args.N, args.p, args.alpha_p, args.alpha_d, args.beta_d, args.beta_p, args.mean_input)
@@ -66,17 +112,19 @@ def run_kstar(args) -> int:
                                                     args.alpha_d, args.beta_d, args.mean_input))
         out["note"] = (f"no k in 1..{args.N - 1} satisfies the k* condition; fell back to N//5 as the "
                        "authors' code does (the cycle model itself is best at k = N)")
-    emit(out, args.json)
+    emit(check_finite(out, RANGE_CAUSE), args.json)
     return 0
 
 
+@quiet_numerics
 def run_memory(args) -> int:
     from .. import theory as T
     N, p, mu, var = args.N, args.p, args.mean_input, args.var_input
-    try:
-        model = T.memory_model(N, args.k, p, mu, var)
-    except ValueError as e:
-        raise CLIError(str(e).replace("k must", "--k must")) from None
+    if not args.k < N:
+        raise CLIError(f"--k must be an integer in 1..N-1 = 1..{N - 1} for --N {N} (theta = k/N < 1), got {args.k}")
+    if not math.isfinite(T.kappa(p, mu)):
+        raise CLIError(f"kappa = 1/(p^2*mu_L) overflows for --p {p:g} and --mean-input {mu:g}; raise either")
+    model = T.memory_model(N, args.k, p, mu, var)
     theta = model["theta"]
     out = {"N": N, "k": args.k, "p": p, "mean_input": mu, "var_input": var, **model}
     if args.capacity_tokens is not None:
@@ -84,8 +132,15 @@ def run_memory(args) -> int:
         out.update({"capacity_tokens": C, "eps": eps,
                     "N_star_prop3": int(T.N_star_prop3(C, theta, p, mu, eps)),
                     "N_star_clt": int(T.N_star_clt(C, theta, p, mu, eps, var))})
-    emit(out, args.json)
+    emit(check_finite(out, RANGE_CAUSE), args.json)
     return 0
+
+
+def _latency_coefs(d: dict, where: str) -> dict:
+    """a, b_ in [0, 1e6] s and g in [-1, 1e6] (g >= -1 keeps T(b, L) >= a), else CLIError naming ``where``."""
+    return {"a": check_number(f"{where} a", d["a"], 0.0, SECONDS_MAX),
+            "b_": check_number(f"{where} b_", d["b_"], 0.0, SECONDS_MAX),
+            "g": check_number(f"{where} g", d["g"], -1.0, SECONDS_MAX)}
 
 
 def _latency_arg(args):
@@ -93,17 +148,21 @@ def _latency_arg(args):
         raise CLIError("give --latency or --latency-json, not both")
     if args.latency:
         a, b, g = args.latency
-        return {"a": a, "b_": b, "g": g, "source": "--latency"}
-    if args.latency_json:
+        return {**_latency_coefs({"a": a, "b_": b, "g": g}, "--latency"), "source": "--latency"}
+    if args.latency_json is not None:
+        where = f"--latency-json {args.latency_json!r}"
         try:
             with open(args.latency_json) as f:
                 doc = json.load(f)
         except json.JSONDecodeError as e:
-            raise CLIError(f"{args.latency_json}: not valid JSON ({e})") from None
-        fit = doc.get("latency_grid", {}).get("fit", doc) if isinstance(doc, dict) else None
+            raise CLIError(f"{where}: not valid JSON ({e})") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise CLIError(f"{where}: cannot read the file ({getattr(e, 'strerror', None) or e})") from None
+        grid = doc.get("latency_grid", {}) if isinstance(doc, dict) else None
+        fit = grid.get("fit", doc) if isinstance(grid, dict) else None
         if not isinstance(fit, dict) or not {"a", "b_", "g"} <= set(fit):
-            raise CLIError(f"{args.latency_json}: no latency fit (expected latency_grid.fit with a, b_, g)")
-        return {"a": fit["a"], "b_": fit["b_"], "g": fit["g"], "source": f"fit from {args.latency_json}"}
+            raise CLIError(f"{where}: no latency fit (expected latency_grid.fit with a, b_, g)")
+        return {**_latency_coefs(fit, where), "source": f"fit from {args.latency_json}"}
     return None
 
 
@@ -115,9 +174,39 @@ def _table(df, as_json: bool) -> None:
         print(df.to_string(index=False))
 
 
+_ARCH_FIELDS = ("num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim", "hidden_size",
+                "intermediate_size", "vocab_size")
+
+
+def _model(name: str, dtype):
+    """``models.get_model(name)`` with errors that name ``--model``; a config file is checked
+    first (architecture fields integers in 1..10^7, a known dtype)."""
+    from .. import theory as T
+    from ..models import get_model, load_config_path
+    where = f"--model {name!r}"
+    try:
+        if name.strip() and Path(name).expanduser().exists():
+            c, f = load_config_path(name)
+            where = f"--model {str(f)!r}"
+            tc = c.get("text_config", c) if "num_hidden_layers" not in c else c
+            if not isinstance(tc, dict):
+                raise CLIError(f"{where}: text_config must be a JSON object")
+            for key in _ARCH_FIELDS:
+                if tc.get(key) is not None:
+                    T._config_int(tc, key, "config")
+            if dtype is None:   # the dtype models.get_model takes from the config
+                T.dtype_name(str(c.get("torch_dtype") or c.get("dtype") or "float16"))
+        return get_model(name)
+    except (ValueError, OSError) as e:
+        raise CLIError(f"{where}: {getattr(e, 'strerror', None) or e}") from None
+    except (KeyError, TypeError, AttributeError, ArithmeticError) as e:   # a malformed config.json
+        raise CLIError(f"{where}: malformed model config ({type(e).__name__}: {e})") from None
+
+
+@quiet_numerics
 def run_budget(args) -> int:
     from .. import budget as B
-    from ..hardware import GiB, gpu_table
+    from ..hardware import GiB, get_gpu, gpu_table
     from ..models import model_table
     if args.gpu == "list":
         _table(gpu_table(), args.json)
@@ -125,13 +214,13 @@ def run_budget(args) -> int:
     if args.model == "list":
         _table(model_table(), args.json)
         return 0
-    if args.overhead_gb < 0 or math.isnan(args.overhead_gb):
-        raise CLIError(f"--overhead-gb must be >= 0, got {args.overhead_gb}")
     kw = {"mean_tokens": args.mean_tokens, "p95_tokens": args.p95_tokens,
           "overhead_bytes": args.overhead_gb * GiB, "sla_s": args.sla_s, "B_MAX": args.b_max,
           "latency": _latency_arg(args)}
     if args.seed004:
         rows = B.seed004_comparison(dtype=args.dtype or "float16", as_frame=False, **kw)
+        for r in rows:
+            check_finite(r, RANGE_CAUSE)
         if args.json:
             emit({"cases": rows}, True)
         else:
@@ -140,5 +229,15 @@ def run_budget(args) -> int:
                     "b_mem_p95", "b_SLA", "b_target", "b_target_p95"]
             print(pd.DataFrame(rows).set_index("case")[keep].T.to_string())
         return 0
-    emit(B.gpu_budget(args.gpu, args.model, dtype=args.dtype, kv_dtype=args.kv_dtype, **kw), args.json)
+    try:
+        gpu = get_gpu(args.gpu)
+    except ValueError as e:
+        raise CLIError(f"--gpu: {e}") from None
+    model = _model(args.model, args.dtype)
+    try:
+        res = B.gpu_budget(gpu, model, dtype=args.dtype, kv_dtype=args.kv_dtype, **kw)
+    except ValueError as e:
+        hint = " (lower --overhead-gb, or choose a larger --gpu or a smaller --dtype)" if "M_max" in str(e) else ""
+        raise CLIError(f"--model {args.model!r} on --gpu {args.gpu!r}: {e}{hint}") from None
+    emit(check_finite(res, RANGE_CAUSE), args.json)
     return 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 
 class DataError(ValueError):
-    """A source that cannot be read. ``str(e)`` reads ``FILE: record I: field 'F': what``."""
+    """A source that cannot be read. ``str(e)`` is one line: ``FILE: record I: field 'F': what``."""
 
     def __init__(self, message: str, *, file=None, record: int | None = None, field: str | None = None):
         self.file, self.record, self.field, self.detail = file, record, field, message
@@ -18,7 +18,8 @@ class DataError(ValueError):
             where.append(f"record {record}")
         if field is not None:
             where.append(f"field {field!r}")
-        super().__init__(": ".join(where + [message]))
+        super().__init__(" | ".join(line.strip() for line in ": ".join(where + [message]).splitlines()
+                                    if line.strip()))   # one line, whatever the wrapped error printed
 
 
 class HubUnavailable(DataError):

@@ -1,7 +1,8 @@
 """Reading local files strictly: UTF-8, JSON (a list of objects), JSON Lines, parquet, CSV.
 
-Whole-file problems (unreadable, empty, not UTF-8, malformed JSON, wrong top-level type) raise
-``DataError`` naming the file; a single bad JSON Lines line becomes a ``Skip``.
+Whole-file problems (unreadable, empty, not UTF-8, malformed or too deeply nested JSON, wrong
+top-level type) raise ``DataError`` naming the file; a single bad (or blank) JSON Lines line
+becomes a ``Skip``.
 """
 from __future__ import annotations
 
@@ -24,6 +25,15 @@ class _Skipped:
 
 
 SKIPPED = _Skipped()
+TOO_DEEP = "nested too deeply to parse (Python's recursion limit)"
+
+
+def _loads(text):
+    """``json.loads``; a nesting deeper than the recursion limit is a ``JSONDecodeError`` too."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise json.JSONDecodeError(TOO_DEEP, "", 0) from None
 
 
 def read_text(path) -> str:
@@ -49,8 +59,10 @@ def read_json_rows(path) -> list:
     """A JSON file whose top level is a list of records."""
     text = read_text(path)
     try:
-        data = json.loads(text)
+        data = _loads(text)
     except json.JSONDecodeError as e:
+        if e.msg == TOO_DEEP:
+            raise DataError(f"malformed JSON: {TOO_DEEP}", file=path) from None
         raise DataError(f"malformed JSON at line {e.lineno} column {e.colno}: {e.msg}", file=path) from None
     if not isinstance(data, list):
         raise DataError(f"top level is a JSON {type(data).__name__}, expected a list of records", file=path)
@@ -60,8 +72,8 @@ def read_json_rows(path) -> list:
 
 
 def read_jsonl_rows(path) -> tuple[list, list[Skip]]:
-    """JSON Lines; a line that is not valid JSON is skipped (``rows`` keeps ``SKIPPED`` in its place,
-    and blank lines too, so record indices are the line numbers - 1)."""
+    """JSON Lines; a line that is blank or not valid JSON is a counted skip (``rows`` keeps ``SKIPPED``
+    in its place, so record indices are the line numbers - 1)."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -76,9 +88,10 @@ def parse_jsonl(raw: bytes, path) -> tuple[list, list[Skip]]:
     for i, line in enumerate(raw.splitlines()):
         rows.append(SKIPPED)
         if not line.strip():
+            skips.append(Skip(i, "line: blank"))
             continue
         try:
-            rows[i] = json.loads(line.decode("utf-8"))
+            rows[i] = _loads(line.decode("utf-8"))
         except UnicodeDecodeError as e:
             skips.append(Skip(i, f"line: not UTF-8 (byte {e.start})"))
         except json.JSONDecodeError as e:
@@ -97,7 +110,8 @@ def read_parquet_rows(path) -> list:
         raise DataError("reading parquet needs pyarrow (pip install pyarrow)", file=path) from e
     try:
         rows = pq.read_table(path).to_pylist()
-    except (pa.ArrowException, OSError, ValueError) as e:
+    except (pa.ArrowException, OSError, ValueError, TypeError, KeyError, IndexError, NotImplementedError,
+            RecursionError) as e:
         raise DataError(f"not a readable parquet file ({type(e).__name__}: {e})", file=path) from None
     if not rows:
         raise DataError("parquet file has no rows", file=path)
@@ -116,7 +130,7 @@ def read_rows(path) -> tuple[list, list[Skip]]:
         text = read_text(path)
         if text.lstrip().startswith("{") and "\n{" in text.strip():
             try:
-                json.loads(text)
+                _loads(text)
             except json.JSONDecodeError:
                 return read_jsonl_rows(path)   # JSON Lines saved as .json
         return read_json_rows(path), []

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pdlib.workload import Workload
 
+from .errors import DataError
 from .spec import DATASETS, DatasetSpec, resolve_data_dir
 
 
@@ -11,8 +12,19 @@ def load_workload(spec) -> Workload:
 
     Text datasets are tokenized with the model's tokenizer (cached on disk); traces give token
     counts directly; ``synthetic`` draws geometric outputs. ``Workload.meta`` records the spec,
-    the resolved files (or hub id), the tokenizer, and counts of records, skips and truncations."""
+    the resolved files (or hub id), the tokenizer, and counts of records, skips and truncations.
+    Bad input raises ``ValueError`` (a bad spec field) or ``DataError`` (a ``ValueError`` naming the
+    file, record and field); an operating-system error on a path (too long, no permission) is a
+    ``DataError`` naming that path."""
     spec = DatasetSpec.from_any(spec)
+    try:
+        return _load(spec)
+    except OSError as e:
+        raise DataError(f"cannot access ({e.strerror or type(e).__name__})",
+                        file=e.filename or spec.path or spec.data_dir) from None
+
+
+def _load(spec: DatasetSpec) -> Workload:
     kind = DATASETS[spec.dataset].kind
     if kind == "synthetic":
         from .synthetic import load_synthetic

@@ -7,9 +7,20 @@ like ``../shared/data``; ``$PDLIB_DATA_DIR`` or ``path=`` point elsewhere).
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from pdlib.workload import MAX_TOKENS, MAX_TOKENS_TEXT
+
+MAX_REQUESTS = 10**7      # num_requests above this would not fit in memory as Request objects
+MIN_P = 1e-9              # synthetic p: mean output 1/p <= 10^9 tokens
+_COUNTS = {"num_requests": (MAX_REQUESTS, "10^7"), "max_input_tokens": (MAX_TOKENS, MAX_TOKENS_TEXT),
+           "max_output_tokens": (MAX_TOKENS, MAX_TOKENS_TEXT), "input_len": (MAX_TOKENS, MAX_TOKENS_TEXT),
+           "input_min": (MAX_TOKENS, MAX_TOKENS_TEXT), "input_max": (MAX_TOKENS, MAX_TOKENS_TEXT)}
+_TEXTS = ("split", "path", "data_dir", "input_dist")
+_FLAGS = ("chat_template", "keep_prompt_only", "cache")
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,38 +106,49 @@ class DatasetSpec:
         elif isinstance(spec, str):
             out = cls(dataset=spec)
         else:
-            raise TypeError(f"dataset spec must be a dict or DatasetSpec, not {type(spec).__name__}")
+            raise ValueError(f"dataset spec must be a dict or DatasetSpec, not {type(spec).__name__}")  # noqa: TRY004
         out.validate()
         return out
 
     def validate(self) -> None:
-        if self.dataset not in DATASETS:
-            raise ValueError(f"unknown dataset {self.dataset!r}; known: {', '.join(DATASETS)}")
-        for k in ("num_requests", "max_input_tokens", "max_output_tokens", "input_len", "input_min", "input_max"):
+        """Every field's type and range, before anything is read or allocated (``ValueError`` naming
+        the field and what is allowed)."""
+        if not isinstance(self.dataset, str) or self.dataset not in DATASETS:
+            raise ValueError(f"unknown dataset {_short(self.dataset)}; known: {', '.join(DATASETS)}")
+        for k, (hi, hi_text) in _COUNTS.items():
             v = getattr(self, k)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise ValueError(f"dataset spec {k}={v!r}: expected a positive integer")
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
-            raise ValueError(f"dataset spec seed={self.seed!r}: expected an integer")
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= hi):
+                raise ValueError(f"dataset spec {k}={_short(v)}: expected a positive integer, allowed 1..{hi_text}")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0):
+            raise ValueError(f"dataset spec seed={_short(self.seed)}: expected an integer >= 0")
+        for k in _TEXTS:
+            v = getattr(self, k)
+            if v is not None and not isinstance(v, (str, os.PathLike)):
+                raise ValueError(f"dataset spec {k}={_short(v)}: expected a string")
+        tok = self.tokenizer
+        if tok is not None and not isinstance(tok, (str, os.PathLike)) and not hasattr(tok, "encode_prompts"):
+            raise ValueError(f"dataset spec tokenizer={_short(tok)}: expected a folder, a Hugging Face id "
+                             f"or a name in <data_dir>/models")
+        bad_flags = [k for k in _FLAGS if not isinstance(getattr(self, k), bool)]
+        if bad_flags:
+            k = bad_flags[0]
+            raise ValueError(f"dataset spec {k}={_short(getattr(self, k))}: expected true or false")
+        p = self.p
+        if p is not None and (isinstance(p, bool) or not isinstance(p, (int, float)) or math.isnan(p)
+                              or not MIN_P <= p <= 1):
+            raise ValueError(f"dataset spec p={_short(p)}: the termination probability, allowed {MIN_P:g}..1")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
+def _short(v) -> str:
+    r = repr(v)
+    return r if len(r) <= 60 else r[:57] + "..."
+
+
 def resolve_data_dir(data_dir=None) -> Path | None:
-    """The data folder: the argument, else ``$PDLIB_DATA_DIR``, else ``../shared/data`` beside the
-    repository containing the current directory (or this package), if that exists."""
-    if data_dir:
-        return Path(data_dir).expanduser()
-    env = os.environ.get("PDLIB_DATA_DIR")
-    if env:
-        return Path(env).expanduser()
-    starts = [Path.cwd().resolve(), Path(__file__).resolve().parent]
-    for start in starts:
-        for d in (start, *start.parents):
-            if (d / ".git").exists() or (d / "pyproject.toml").exists():
-                cand = d.parent / "shared" / "data"
-                if cand.is_dir():
-                    return cand
-                break
-    return None
+    """The data folder (``pdlib.paths.data_dir``: the argument, else ``$PDLIB_DATA_DIR``, else
+    ``shared/data`` beside the checkout)."""
+    from pdlib import paths
+    return paths.data_dir(data_dir)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from pdlib.workload import skip_reason_counts
+
 
 def _summary(x: np.ndarray, prefix: str) -> dict:
     if x.size == 0:
@@ -14,17 +16,20 @@ def _summary(x: np.ndarray, prefix: str) -> dict:
 
 def workload_stats(workload) -> dict:
     """Keys: dataset, count, input_{mean,median,p95,max}, output_{mean,median,p95,max}, p, skipped,
-    truncated, tokenizer, plus prompt_only and a note when they matter. Output statistics and p use
-    only requests with a reference output (prompt-only requests are excluded)."""
+    skip_reasons ({reason: count}), truncated, tokenizer, plus prompt_only and a note when they matter.
+    Output statistics and p use only requests with a reference output (prompt-only requests are excluded)."""
     meta = workload.meta or {}
     prompt_only = set(meta.get("prompt_only_ids") or ())
     inp = workload.input_lens
-    out = np.array([r.output_len for r in workload.requests if r.id not in prompt_only], dtype=np.int64)
+    out = workload.output_lens
+    if prompt_only:
+        out = out[np.array([r.id not in prompt_only for r in workload.requests], dtype=bool)]
     d = {"dataset": workload.name, "count": len(workload.requests)}
     d.update(_summary(inp, "input"))
     d.update(_summary(out, "output"))
     d["p"] = float(1.0 / out.mean()) if out.size else None
     d["skipped"] = len(workload.skipped)
+    d["skip_reasons"] = skip_reason_counts(workload.skipped)
     d["truncated"] = workload.num_truncated
     d["tokenizer"] = meta.get("tokenizer")
     if prompt_only:

@@ -3,6 +3,9 @@ tokenizer.json / tokenizer.model, any saved tokenizer), a short name resolved in
 ``<data_dir>/models`` (``qwen3``, ``llama-2``, or a folder name there), or a Hugging Face id.
 
 Tokenization is batched through the fast (Rust) tokenizer; loaded tokenizers are kept per process.
+A loaded tokenizer must have at least ``MIN_VOCAB`` entries and encode ``PROBE`` losslessly: a
+missing, truncated or corrupt vocabulary is a ``DataError``, never a workload whose every record
+tokenizes to nothing.
 """
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from .cache import file_hash
 from .errors import DataError
 
 ALIASES = {"qwen3": "qwen3-1.7b", "qwen": "qwen3-1.7b", "qwen2.5": "qwen3-1.7b",
@@ -17,6 +21,8 @@ ALIASES = {"qwen3": "qwen3-1.7b", "qwen": "qwen3-1.7b", "qwen2.5": "qwen3-1.7b",
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "merges.txt",
                    "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
 BATCH = 1024
+MIN_VOCAB = 256         # a byte-level BPE has 256 base tokens; fewer means a broken vocabulary
+PROBE = "Hello world"
 
 _LOADED: dict = {}   # resolved folder or hub id -> Tokenizer
 
@@ -72,7 +78,10 @@ def _files_hash(folder: Path) -> str:
         f = folder / fn
         if f.is_file():
             h.update(fn.encode())
-            h.update(hashlib.sha256(f.read_bytes()).digest())
+            try:
+                h.update(file_hash(f).encode())     # memoised per (path, size, mtime)
+            except OSError as e:
+                raise DataError(f"cannot read tokenizer file ({e.strerror or e})", file=f) from None
     return h.hexdigest()[:16]
 
 
@@ -85,10 +94,29 @@ def _load_folder(folder: Path):
     try:
         return AutoTokenizer.from_pretrained(str(folder))
     except Exception as first:
-        if {"vocab.json", "merges.txt"} <= has:   # a bare BPE vocabulary (Qwen2/2.5/3 family)
-            from transformers import Qwen2Tokenizer
-            return Qwen2Tokenizer(vocab_file=str(folder / "vocab.json"), merges_file=str(folder / "merges.txt"))
-        raise DataError(f"cannot load a tokenizer ({type(first).__name__}: {first})", file=folder) from first
+        if not {"vocab.json", "merges.txt"} <= has:
+            raise DataError(f"cannot load a tokenizer ({type(first).__name__}: {first})", file=folder) from first
+    # a bare BPE vocabulary (Qwen2/2.5/3 family): from_pretrained reads vocab.json + merges.txt
+    # (the constructor's vocab_file=/merges_file= are ignored by transformers 5: a 1-entry vocabulary)
+    from transformers import Qwen2Tokenizer
+    try:
+        return Qwen2Tokenizer.from_pretrained(str(folder))
+    except Exception as e:
+        raise DataError(f"cannot load vocab.json + merges.txt as a BPE tokenizer ({type(e).__name__}: {e})",
+                        file=folder) from e
+
+
+def check_vocabulary(hf, source) -> None:
+    """A usable tokenizer: at least ``MIN_VOCAB`` entries and ``PROBE`` encoded without loss."""
+    n = len(hf)
+    if n < MIN_VOCAB:
+        raise DataError(f"the vocabulary has {n} entries (allowed >= {MIN_VOCAB}): its vocab.json / tokenizer.json "
+                        f"is missing, truncated or corrupt", file=source, field="vocabulary")
+    ids = hf(PROBE, add_special_tokens=False)["input_ids"]
+    back = hf.decode(ids, skip_special_tokens=True)
+    if not ids or back.casefold().split() != PROBE.casefold().split():
+        raise DataError(f"{PROBE!r} encodes to {ids[:8]} and decodes to {back[:40]!r}: the vocabulary or merges "
+                        f"are corrupt", file=source, field="vocabulary")
 
 
 def _require(name):
@@ -113,17 +141,18 @@ def load_tokenizer(name, data_dir: Path | None = None) -> Tokenizer:
         return name
     _require(name)
     folder = resolve_tokenizer_path(str(name), data_dir)
-    key = str(folder.resolve()) if folder else str(name)
+    identity = f"{folder.name}:{_files_hash(folder)}" if folder is not None else f"hub:{name}"
+    key = (str(folder.resolve()) if folder else str(name), identity)   # files edited in place: reloaded
     if key in _LOADED:
         return _LOADED[key]
     if folder is not None:
-        identity = f"{folder.name}:{_files_hash(folder)}"
         tok = Tokenizer(folder.name, identity, str(folder), _load_folder(folder))
     else:
-        tok = Tokenizer(str(name), f"hub:{name}", str(name), _load_hub(str(name), data_dir))
+        tok = Tokenizer(str(name), identity, str(name), _load_hub(str(name), data_dir))
     tok.hf.model_max_length = 1 << 60   # we count lengths; no truncation, no "longer than" warning
     if not getattr(tok.hf, "is_fast", False):
         raise DataError("only fast (Rust) tokenizers are supported; this one is slow", file=tok.source)
+    check_vocabulary(tok.hf, tok.source)
     _LOADED[key] = tok
     return tok
 

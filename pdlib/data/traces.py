@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pdlib.workload import Request, Skip, Workload
+from pdlib.workload import Request, Skip, Workload, first_skips, skip_field
 
 from .errors import BadRecord, DataError
 from .fields import parse_count
@@ -62,6 +62,7 @@ def load_trace(spec, data_dir) -> Workload:
     parsed, skips, outside = [], [], 0
     for i, row in enumerate(rows):
         if not row or all(not c.strip() for c in row):
+            skips.append(Skip(i, "row: blank line" if not row else "row: every cell empty"))
             continue
         if cf is not None and (len(row) <= cf or row[cf].strip() != spec.split):
             outside += 1
@@ -76,29 +77,32 @@ def load_trace(spec, data_dir) -> Workload:
             continue
         parsed.append((i, n_in, n_out))
     if not parsed:
-        first = "; ".join(f"record {s.index}: {s.reason}" for s in skips[:3])
-        raise DataError(f"no usable rows in {len(rows)} ({len(skips)} skipped" + (f"; {first}" if first else "") + ")",
+        raise DataError(f"no usable rows in {len(rows)} ({len(skips)} skipped"
+                        + (f", {outside} outside split {spec.split!r}" if outside else "") + f"; {first_skips(skips)})",
                         file=path)
     order = range(len(parsed)) if spec.seed is None else np.random.default_rng(spec.seed).permutation(len(parsed))
     want = spec.num_requests or len(parsed)
-    reqs = []
+    reqs, used = [], 0
     for j in order:
         if len(reqs) >= want:
             break
+        used += 1
         i, n_in, n_out = parsed[j]
         if spec.max_input_tokens is not None and n_in > spec.max_input_tokens:
-            skips.append(Skip(i, f"input_len: {n_in} > max_input_tokens {spec.max_input_tokens}"))
+            skips.append(Skip(i, f"input_len: above max_input_tokens ({n_in} > {spec.max_input_tokens})"))
             continue
         truncated = spec.max_output_tokens is not None and n_out > spec.max_output_tokens
         reqs.append(Request(id=str(i), input_len=n_in, output_len=min(n_out, spec.max_output_tokens) if truncated else n_out,
                             source_id=str(i), truncated=truncated))
     skips.sort(key=lambda s: s.index)
+    if not reqs:
+        raise DataError(f"no request left after the filters ({first_skips(skips)})", file=path)
     meta = {"dataset": spec.dataset, "spec": spec.to_dict(), "source": "local", "files": [str(path)],
             "tokenizer": None, "lengths": f"token counts as recorded in the trace, counted with {fmt.counted_with}; "
                                           f"not the model's tokenizer",
-            "records": len(rows), "outside_split": outside, "num_requests": len(reqs), "skipped": len(skips),
+            "records": len(rows), "outside_split": outside, "unused": len(parsed) - used, "num_requests": len(reqs), "skipped": len(skips),
             "truncated": sum(r.truncated for r in reqs),
-            "skip_reasons": dict(Counter(s.reason.split(":")[0] for s in skips))}
+            "skip_reasons": dict(Counter(skip_field(s.reason) for s in skips))}
     if spec.tokenizer:
         meta["tokenizer_note"] = f"tokenizer {spec.tokenizer!r} not used: a length-only trace has no text"
     return Workload(spec.dataset if not spec.split else f"{spec.dataset}:{spec.split}", reqs, skips, meta)

@@ -1,16 +1,17 @@
 """Engines: one protocol, three implementations (``sim``, ``native``, ``vllm``).
 
-Every engine has ``run(workload, policy, *, termination="dataset", max_tokens=None,
-progress=False) -> records.RunResult`` executing ``policy.ExclusiveBatching`` step by
-step, and ``profile(...) -> records.ProfileResult``. ``get_engine(name, **config)``
-imports the implementation lazily (torch and vLLM are heavy and optional).
+Every engine follows ``base.Engine``: ``run(workload, policy, *, termination="dataset",
+max_tokens=None, progress=False) -> records.RunResult`` executing ``policy.ExclusiveBatching``
+step by step, ``profile(grid=None, **grid_fields) -> records.ProfileResult`` over a
+``base.ProfileGrid``, and ``describe()``. ``get_engine(name, **config)`` imports the
+implementation lazily (torch and vLLM are heavy and optional).
 """
 from __future__ import annotations
 
 import importlib
 
 ENGINES = {
-    "sim": "pdlib.sim:SimEngine",
+    "sim": "pdlib.engines.sim:SimEngine",
     "native": "pdlib.engines.native:NativeEngine",
     "vllm": "pdlib.engines.vllm:VLLMEngine",
 }

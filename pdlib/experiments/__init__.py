@@ -1,1 +1,1 @@
-"""Experiments: profiling, k sweeps, memory cycles, breakdown (compose data, engines, theory)."""
+"""Experiments: profiling, k sweeps, memory cycles, GPU budget (compose data, engines, theory; return dataclasses)."""

@@ -16,13 +16,18 @@ X0 error < 10 %, Xmax < 15 %, kappa < 20 %, bound valid at >= 90 % of the x grid
 Gap attribution (DESIGN "Reading the gaps"): theory -> simulator with geometric lengths
 (algebra) -> simulator with the run's real lengths (distribution) -> engine in tokens
 (policy fidelity) -> engine in bytes (hardware: block rounding, non-KV bytes).
+``memory_experiment`` returns all of it as a ``MemoryCyclesResult``.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from pdlib import metrics, theory
+from pdlib.experiments.result import LIVE, jsonable
+from pdlib.experiments.sweep import make_sim, theory_curve, throughput_of
 from pdlib.policy import FixedK
 from pdlib.workload import Workload
 
@@ -140,13 +145,47 @@ def gap_attribution(th: dict, sim_geo: dict, sim_real: dict, eng_tok: dict, eng_
     return pd.DataFrame(rows)
 
 
+@dataclass
+class MemoryCyclesResult:
+    """Notebook 03's result: the run, its steady-state cycles against the theory and the
+    simulator, the formula audit and the gap attribution. ``to_json()`` is the section
+    ``memory`` of ``{dataset}_results.json``; the frames and the run stay out of it."""
+    theory: dict                     # theory_memory(N, k, p, mu_L, var_L)
+    validation: dict                 # validate(cycles, theory): measured, errors, pass, bound
+    sim_geometric: dict              # mean X0 / Xmax / supY, cycles (simulator, geometric outputs)
+    sim_real: dict                   # ... (simulator, the run's real lengths)
+    engine_tokens: dict              # ... (engine, KV tokens)
+    engine_bytes: dict | None        # ... (engine, KV bytes / bytes per token); None: no bytes
+    errors_vs_sim_pct: dict
+    run: object = field(default=None, repr=False, metadata=LIVE)                 # the engine's RunResult
+    cycles: pd.DataFrame = field(default=None, repr=False, metadata=LIVE)        # engine cycles (KV tokens)
+    sim_cycles: pd.DataFrame = field(default=None, repr=False, metadata=LIVE)    # simulator cycles, real lengths
+    audit: pd.DataFrame = field(default=None, repr=False, metadata=LIVE)         # formula_audit
+    attribution: pd.DataFrame = field(default=None, repr=False, metadata=LIVE)   # gap_attribution
+
+    @property
+    def bound(self) -> dict:
+        """The OOM bound against the empirical tail of sup Y (``bound_check``)."""
+        return self.validation["bound"]
+
+    def to_json(self) -> dict:
+        val = self.validation
+        return jsonable({
+            "theory": self.theory, "cycles": val["cycles"], "measured": val["measured"],
+            "errors_pct": val["errors_pct"], "bound_valid_pct": val["bound_valid_pct"],
+            "thresholds": val["thresholds"], "pass": val["pass"], "all_pass": val["all_pass"],
+            "errors_vs_sim_pct": self.errors_vs_sim_pct, "sim_geometric": self.sim_geometric,
+            "sim_real": self.sim_real, "engine_tokens": self.engine_tokens, "engine_bytes": self.engine_bytes,
+            "formula_audit": self.audit.to_dict(orient="records"),
+            "attribution": self.attribution.to_dict(orient="records"),
+            "engine_meta": self.run.meta})
+
+
 def memory_experiment(engine, workload, *, N: int, k: int, timing, kv_bytes_per_token: int | None = None,
                       termination: str = "dataset", max_tokens=None, warmup="auto", mc_requests: int = 20000,
-                      seed: int = 0) -> dict:
+                      seed: int = 0) -> MemoryCyclesResult:
     """Run fixed k on the engine, cut cycles, compare with the theory, the simulator (geometric
-    and real lengths) and the engine's bytes. Returns a dict of tables and figures' data."""
-    from pdlib.experiments.sweep import make_sim, theory_curve, throughput_of
-
+    and real lengths) and the engine's bytes."""
     run = engine.run(workload, FixedK(N, int(k)), termination=termination, max_tokens=max_tokens)
     outs = np.array([max(1, int(r["output_len"])) for r in run.requests], float)
     inps = np.array([r["input_len"] for r in run.requests], float)
@@ -173,20 +212,8 @@ def memory_experiment(engine, workload, *, N: int, k: int, timing, kv_bytes_per_
            "sim, real lengths": throughput_of(real_run)["requests_per_s"],
            "engine, KV tokens": throughput_of(run)["requests_per_s"]}
     vs_sim = {key: err_pct(eng_tok[key], sim_real[key]) for key in ("X0", "Xmax", "supY")}
-    return {"run": run, "theory": th, "cycles": cyc, "validation": val, "sim_cycles": sim_real_cyc,
-            "sim_geometric": sim_geo, "sim_real": sim_real, "engine_tokens": eng_tok, "engine_bytes": eng_bytes,
-            "errors_vs_sim_pct": vs_sim, "audit": formula_audit(th, sim_geo, val["measured"]),
-            "attribution": gap_attribution(th, sim_geo, sim_real, eng_tok, eng_bytes, thr)}
-
-
-def summary(exp: dict) -> dict:
-    """The JSON section ``memory`` of ``{dataset}_results.json``."""
-    val = exp["validation"]
-    return {"theory": exp["theory"], "cycles": val["cycles"], "measured": val["measured"],
-            "errors_pct": val["errors_pct"], "bound_valid_pct": val["bound_valid_pct"],
-            "thresholds": val["thresholds"], "pass": val["pass"], "all_pass": val["all_pass"],
-            "errors_vs_sim_pct": exp["errors_vs_sim_pct"], "sim_geometric": exp["sim_geometric"],
-            "sim_real": exp["sim_real"], "engine_tokens": exp["engine_tokens"], "engine_bytes": exp["engine_bytes"],
-            "formula_audit": exp["audit"].to_dict(orient="records"),
-            "attribution": exp["attribution"].to_dict(orient="records"),
-            "engine_meta": exp["run"].meta}
+    return MemoryCyclesResult(
+        theory=th, validation=val, sim_geometric=sim_geo, sim_real=sim_real, engine_tokens=eng_tok,
+        engine_bytes=eng_bytes, errors_vs_sim_pct=vs_sim, run=run, cycles=cyc, sim_cycles=sim_real_cyc,
+        audit=formula_audit(th, sim_geo, val["measured"]),
+        attribution=gap_attribution(th, sim_geo, sim_real, eng_tok, eng_bytes, thr))

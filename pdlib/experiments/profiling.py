@@ -3,19 +3,20 @@ and the workload's input/output length statistics with p = 1/mean(output).
 
 ``load_or_profile`` keeps the fit in ``{dataset}_profiling.json`` in the cell's output
 folder so notebooks 02 and 03 reuse the timing that 01 measured (and profile themselves
-when run alone).
+when run alone). ``profiling_experiment`` returns the lengths and the fit as a
+``ProfilingResult``.
 """
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from pdlib import theory
 from pdlib.data import workload_stats
+from pdlib.experiments.result import LIVE, jsonable, read_json, write_json
 from pdlib.records import ProfileResult
-from pdlib.report.results import clean, read_json, write_json
 
 PROFILE_NAME = "{dataset}_profiling.json"
 
@@ -42,7 +43,7 @@ def length_stats(workload) -> dict:
              "p": theory.p_offline(out) if len(out) else None,
              "truncated": int(workload.num_truncated), "skipped": len(workload.skipped),
              "skipped_by_reason": skipped}
-    stats["data_stats"] = clean(workload_stats(workload))
+    stats["data_stats"] = jsonable(workload_stats(workload))
     return stats
 
 
@@ -76,17 +77,31 @@ def run_profile(engine, **kwargs) -> ProfileResult:
     return prof
 
 
-def profile_from_dict(d: dict) -> ProfileResult:
-    timing = theory.TimingModel(**d["timing"])
-    return ProfileResult(d["prefill"], d["decode"], timing, d.get("meta", {}))
+@dataclass
+class ProfilingResult:
+    """Notebook 01's result: the workload's length statistics (``length_stats``), the engine's
+    step timings (``profile``, a ``ProfileResult``) and their summary (``timing_summary``).
+    ``to_json()`` is the section ``profiling`` of ``{dataset}_results.json``."""
+    lengths: dict
+    timing: dict
+    profile: ProfileResult = field(default=None, repr=False, metadata=LIVE)
+
+    @property
+    def p(self) -> float | None:
+        return self.lengths["p"]
+
+    def residuals(self) -> dict:
+        return residuals(self.profile)
+
+    def to_json(self) -> dict:
+        return jsonable({"p": self.p, "timing": self.timing, "lengths": self.lengths})
 
 
-def timing_from_spec(spec: dict) -> theory.TimingModel:
-    """A timing model written in an engine YAML (``timing: {alpha_p, beta_p, alpha_d, beta_d}``)."""
-    try:
-        return theory.TimingModel(**{k: float(spec[k]) for k in ("alpha_p", "beta_p", "alpha_d", "beta_d")})
-    except KeyError as e:
-        raise ValueError(f"timing needs alpha_p, beta_p, alpha_d, beta_d; missing {e.args[0]}") from None
+def profiling_experiment(engine, workload, **profile_kwargs) -> ProfilingResult:
+    """``length_stats(workload)``, then ``run_profile(engine, **profile_kwargs)`` and its summary."""
+    lengths = length_stats(workload)
+    prof = run_profile(engine, **profile_kwargs)
+    return ProfilingResult(lengths=lengths, timing=timing_summary(prof), profile=prof)
 
 
 def profile_path(output_dir, dataset) -> Path:
@@ -102,7 +117,7 @@ def load_or_profile(cell, engine=None) -> ProfileResult:
     else profile ``engine`` (built from the cell when None) and save it."""
     saved = read_json(profile_path(cell.output_dir, cell.dataset))
     if saved:
-        return profile_from_dict(saved)
+        return ProfileResult.from_dict(saved)
     engine = engine or cell.make_engine()
     prof = run_profile(engine, **(cell.engine_spec.get("profile") or {}))
     save_profile(cell.output_dir, cell.dataset, prof)

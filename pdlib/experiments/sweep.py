@@ -9,12 +9,16 @@ Also the online run (``DynamicKStar``: EMA p, k* every ``kstar_update_interval``
 completions, p0 from ``offline_p_multiplier * kstar_update_interval`` sampled outputs),
 the simulator's predicted curve on the same workload, the theory's curve, truncated
 samples, repetition-loop outputs (model termination) and the optional memory-bound N*.
+``kstar_experiment`` returns all of it as a ``SweepResult``.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from pdlib import theory
+from pdlib.experiments.result import LIVE, JsonResult
 from pdlib.policy import DynamicKStar, FixedK
 
 
@@ -170,10 +174,52 @@ def timeline(result, max_steps: int | None = None) -> dict:
             "meta": result.meta}
 
 
+@dataclass
+class SweepResult(JsonResult):
+    """Notebook 02's result; ``to_json()`` is the section ``kstar`` of ``{dataset}_results.json``
+    (``online_result``, the online run's ``RunResult``, stays out of it; ``timeline()`` reads it)."""
+    N: int
+    ks: list
+    termination: str
+    max_tokens: int | None
+    mu_L: float
+    p_offline: float
+    p_all: float
+    offline_sample_size: int
+    k_star: int                      # theory's k* for the fitted timing and offline p
+    fallback_used: bool              # no k satisfied the condition: the authors' N//5
+    theta: float
+    theory_throughput_rps: float
+    theta_star_large_N: float | None
+    k_hat: int                       # best fixed k measured
+    throughput_at_k_star: float
+    throughput_at_k_hat: float
+    gap_pct: float
+    sweep: list                      # rows of the fixed-k sweep (requests/s, tokens/s, ...)
+    sim: list | None                 # the simulator's rows at the same ks (None: not run)
+    theory_curve: dict               # {"k": [...], "requests_per_s": [...]}
+    online: dict                     # the online EMA run: throughput, final p and k, history
+    timing: object                   # theory.TimingModel
+    exclude_degenerate: bool
+    degenerate_ids: list
+    truncated: list
+    engine_meta: dict
+    k_hat_sim: int | None = None
+    sim_error_pct: dict | None = None
+    memory_bound: dict | None = None
+    online_result: object = field(default=None, repr=False, metadata=LIVE)
+
+    OPTIONAL = ("k_hat_sim", "sim_error_pct", "memory_bound")
+
+    def timeline(self, max_steps: int | None = None) -> dict:
+        """Phase timeline of the online run (see ``timeline``)."""
+        return timeline(self.online_result, max_steps)
+
+
 def kstar_experiment(engine, workload, timing, *, N: int, ks=None, n_points: int = 6, ema_alpha: float = 0.05,
                      kstar_update_interval: int = 16, offline_p_multiplier: int = 4, termination: str = "dataset",
                      max_tokens=None, exclude_degenerate: bool = False, with_sim: bool = True, seed: int = 0,
-                     memory: dict | None = None, progress=None) -> dict:
+                     memory: dict | None = None, progress=None) -> SweepResult:
     """Everything notebook 02 reports, from one engine and one workload:
     offline p (sample of ``offline_p_multiplier * kstar_update_interval``), k*, the fixed-k
     sweep (k* always included), k_hat, gap %, the online EMA run, the simulator's and the
@@ -199,26 +245,20 @@ def kstar_experiment(engine, workload, timing, *, N: int, ks=None, n_points: int
     p_all = theory.p_offline(workload.output_lens)
     th = {"k": list(range(1, N)), "requests_per_s": theory_curve(list(range(1, N)), N, p_all, timing, mu_L)}
     deg_ids = sorted(set().union(*[degenerate_ids(r, termination) for r in runs.values()])) if runs else []
-    out = {"N": N, "ks": ks, "termination": termination, "max_tokens": max_tokens, "mu_L": mu_L,
-           "p_offline": off["p"], "p_all": p_all, "offline_sample_size": off["sample_size"], **ks_info,
-           "k_hat": khat, "throughput_at_k_star": by_k[kstar]["requests_per_s"],
-           "throughput_at_k_hat": by_k[khat]["requests_per_s"], "gap_pct": gap,
-           "sweep": rows, "sim": sim_rows, "theory_curve": th, "online": online,
-           "timing": timing, "exclude_degenerate": exclude_degenerate, "degenerate_ids": deg_ids,
-           "truncated": truncated_samples(workload, runs.get(kstar)),
-           "engine_meta": runs[kstar].meta if kstar in runs else {}}
+    extra = {}
     if sim_rows:
         sim_by_k = {r["k"]: r["requests_per_s"] for r in sim_rows}
-        out["k_hat_sim"] = k_hat(sim_rows)
-        out["sim_error_pct"] = {int(k): 100.0 * (sim_by_k[k] - by_k[k]["requests_per_s"]) / by_k[k]["requests_per_s"]
-                                for k in ks}
+        extra["k_hat_sim"] = k_hat(sim_rows)
+        extra["sim_error_pct"] = {int(k): 100.0 * (sim_by_k[k] - by_k[k]["requests_per_s"]) / by_k[k]["requests_per_s"]
+                                  for k in ks}
     if memory:
         var_L = float(workload.input_lens.var())
-        out["memory_bound"] = memory_bound_N(theta=kstar / N, p=off["p"], mu_L=mu_L, var_L=var_L, **memory)
-    out["_online_result"] = on_res
-    return out
-
-
-def summary(exp: dict) -> dict:
-    """The JSON section ``kstar`` of ``{dataset}_results.json`` (no RunResult objects)."""
-    return {k: v for k, v in exp.items() if not k.startswith("_")}
+        extra["memory_bound"] = memory_bound_N(theta=kstar / N, p=off["p"], mu_L=mu_L, var_L=var_L, **memory)
+    return SweepResult(
+        N=N, ks=ks, termination=termination, max_tokens=max_tokens, mu_L=mu_L, p_offline=off["p"], p_all=p_all,
+        offline_sample_size=off["sample_size"], **ks_info, k_hat=khat,
+        throughput_at_k_star=by_k[kstar]["requests_per_s"], throughput_at_k_hat=by_k[khat]["requests_per_s"],
+        gap_pct=gap, sweep=rows, sim=sim_rows, theory_curve=th, online=online, timing=timing,
+        exclude_degenerate=exclude_degenerate, degenerate_ids=deg_ids,
+        truncated=truncated_samples(workload, runs.get(kstar)),
+        engine_meta=runs[kstar].meta if kstar in runs else {}, online_result=on_res, **extra)

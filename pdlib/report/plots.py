@@ -208,3 +208,18 @@ def grid_summary(summary, title: str = ""):
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def budget_figure(table):
+    """Seed 004's budget per case: b_mem and b_target for the mean and the p95 request, bars
+    (``table``: ``pdlib.budget.seed_vs_corrected`` or ``budget_table`` rows)."""
+    fig, ax = plt.subplots(figsize=(9, 0.6 * len(table) + 2))
+    y = np.arange(len(table))
+    for i, col in enumerate(["b_mem", "b_mem_p95", "b_target", "b_target_p95"]):
+        if col in table:
+            ax.barh(y + (i - 1.5) * 0.2, table[col].astype(float), height=0.2, label=col)
+    ax.set(yticks=y, yticklabels=[str(i) for i in table.index], xlabel="batch size (requests)",
+           ylabel="case (GPU x model)", title="Seed 004 budget: memory-bound and target batch")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

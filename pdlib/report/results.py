@@ -6,13 +6,13 @@ its section and an interrupted run leaves the previous file intact.
 """
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 
-import numpy as np
+from pdlib.experiments.result import jsonable as clean
+from pdlib.experiments.result import read_json, write_json
 
-from pdlib.records import atomic_write_json
+__all__ = ["RESULTS_NAME", "clean", "headline", "read_json", "read_results", "results_path", "write_json",
+           "write_section"]
 
 RESULTS_NAME = "{dataset}_results.json"
 
@@ -21,42 +21,9 @@ def results_path(output_dir, dataset: str) -> Path:
     return Path(output_dir) / RESULTS_NAME.format(dataset=dataset)
 
 
-def clean(obj):
-    """JSON-safe copy: numpy scalars/arrays to Python, NaN/inf to None, tuples to lists."""
-    if isinstance(obj, dict):
-        return {str(k): clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [clean(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return clean(obj.tolist())
-    if isinstance(obj, np.generic):
-        return clean(obj.item())
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, Path):
-        return str(obj)
-    if hasattr(obj, "__dataclass_fields__"):
-        return clean({k: getattr(obj, k) for k in obj.__dataclass_fields__})
-    return obj
-
-
-def read_json(path, default=None):
-    path = Path(path)
-    if not path.is_file():
-        return default
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
-
-
-def write_json(path, obj) -> Path:
-    atomic_write_json(path, clean(obj))
-    return Path(path)
-
-
-def write_section(output_dir, dataset: str, section: str, data: dict, *, cell: dict | None = None) -> Path:
-    """Merge ``{section: data}`` into ``{dataset}_results.json`` (atomic read-modify-write)."""
+def write_section(output_dir, dataset: str, section: str, data, *, cell: dict | None = None) -> Path:
+    """Merge ``{section: data}`` into ``{dataset}_results.json`` (atomic read-modify-write);
+    ``data`` is a dict or an experiment result (its ``to_json()``)."""
     path = results_path(output_dir, dataset)
     obj = read_json(path, {}) or {}
     if cell:

@@ -1,8 +1,16 @@
-"""Tables and short Markdown summaries shown in the notebooks (DataFrames / strings from
-result dicts; no engine access)."""
+"""Tables and short Markdown summaries shown in the notebooks (DataFrames / strings). They read
+results as written to ``{dataset}_results.json``: an experiment's ``to_json()`` dict, or the
+experiment result itself (converted here); no engine access."""
 from __future__ import annotations
 
 import pandas as pd
+
+from pdlib.report.results import clean
+
+
+def _json(exp) -> dict:
+    """The JSON section of a result (a dict read from a results file is taken as it is)."""
+    return exp if isinstance(exp, dict) else clean(exp)
 
 
 def _f(v, fmt="{:.4g}"):
@@ -51,7 +59,8 @@ def context_effect_md(t: dict) -> str:
             f"{_f(100 * c['variance_missed_by_two_term'], '{:.2f}')} % of the decode-time variance.")
 
 
-def kstar_md(exp: dict) -> str:
+def kstar_md(exp) -> str:
+    exp = _json(exp)
     lines = [(f"- offline p = **{_f(exp['p_offline'])}** from {exp['offline_sample_size']} sampled outputs "
               f"(all requests: {_f(exp['p_all'])}); mean input μ_L = {_f(exp['mu_L'])} tokens; N = {exp['N']}"),
              (f"- **k\\* = {exp['k_star']}** (θ = {_f(exp['theta'], '{:.3f}')}; large-N θ\\* = "
@@ -74,7 +83,8 @@ def kstar_md(exp: dict) -> str:
     return "\n".join(lines)
 
 
-def sweep_table(exp: dict) -> pd.DataFrame:
+def sweep_table(exp) -> pd.DataFrame:
+    exp = _json(exp)
     df = pd.DataFrame(exp["sweep"])[["k", "requests_per_s", "output_tokens_per_s", "total_time_s", "completed",
                                      "degenerate", "steps"]]
     if exp.get("sim"):
@@ -87,7 +97,8 @@ def sweep_table(exp: dict) -> pd.DataFrame:
     return df.set_index("k").round(4)
 
 
-def truncation_md(exp: dict) -> str:
+def truncation_md(exp) -> str:
+    exp = _json(exp)
     tr = exp["truncated"]
     s = f"{len(tr)} truncated request(s) (capped outputs bias p upward)."
     if exp["termination"] == "model":
@@ -98,20 +109,22 @@ def truncation_md(exp: dict) -> str:
     return s
 
 
-def memory_md(exp: dict) -> str:
-    th, val = exp["theory"], exp["validation"]
+def memory_md(exp) -> str:
+    exp = _json(exp)
+    th = exp["theory"]
     return (f"N = {th['N']}, k = {th['k']} (θ = {th['theta']:.3f}), p = {th['p']:.4g} (run's outputs), "
-            f"μ_L = {th['mu_L']:.4g} tokens; {val['cycles']} steady-state cycles. "
-            f"Memory in KV tokens; **{'all thresholds met' if val['all_pass'] else 'some thresholds missed'}**.")
+            f"μ_L = {th['mu_L']:.4g} tokens; {exp['cycles']} steady-state cycles. "
+            f"Memory in KV tokens; **{'all thresholds met' if exp['all_pass'] else 'some thresholds missed'}**.")
 
 
-def memory_errors_table(exp: dict) -> pd.DataFrame:
-    th, val, vs = exp["theory"], exp["validation"], exp["errors_vs_sim_pct"]
-    m, e, thr = val["measured"], val["errors_pct"], val["thresholds"]
-    rows = [("X0", m["X0"], th["E_X0"], e["X0"], thr["X0"], val["pass"]["X0"], vs["X0"]),
-            ("Xmax", m["Xmax"], th["E_Xmax"], e["Xmax"], thr["Xmax"], val["pass"]["Xmax"], vs["Xmax"]),
-            ("sup Y vs κ", m["supY"], th["kappa"], e["kappa"], thr["kappa"], val["pass"]["kappa"], vs["supY"]),
-            ("OOM bound valid (% of x)", val["bound_valid_pct"], None, None, thr["bound_valid"],
-             val["pass"]["bound_valid"], None)]
+def memory_errors_table(exp) -> pd.DataFrame:
+    exp = _json(exp)
+    th, vs, ok = exp["theory"], exp["errors_vs_sim_pct"], exp["pass"]
+    m, e, thr = exp["measured"], exp["errors_pct"], exp["thresholds"]
+    rows = [("X0", m["X0"], th["E_X0"], e["X0"], thr["X0"], ok["X0"], vs["X0"]),
+            ("Xmax", m["Xmax"], th["E_Xmax"], e["Xmax"], thr["Xmax"], ok["Xmax"], vs["Xmax"]),
+            ("sup Y vs κ", m["supY"], th["kappa"], e["kappa"], thr["kappa"], ok["kappa"], vs["supY"]),
+            ("OOM bound valid (% of x)", exp["bound_valid_pct"], None, None, thr["bound_valid"],
+             ok["bound_valid"], None)]
     return pd.DataFrame(rows, columns=["quantity", "measured (KV tokens)", "theory", "error %", "threshold %",
                                        "pass", "error vs sim %"]).set_index("quantity").round(2)

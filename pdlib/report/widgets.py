@@ -1,5 +1,5 @@
-"""Interactive controls for the notebooks (ipywidgets). Callbacks are plain functions in
-pdlib (``pdlib.experiments.gpu_budget.budget_rows``), so tests drive them by setting widget
+"""Interactive controls for the notebooks (ipywidgets). Callbacks are plain functions of the
+lower layers (``pdlib.budget.budget_rows``), so tests drive them by setting widget
 values. Under papermill / ``pdlib run`` (``PDLIB_NONINTERACTIVE=1``) or outside a kernel the
 explorer renders the static table instead."""
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import sys
 
-from pdlib.experiments import gpu_budget
+from pdlib import budget
 
 
 def is_interactive() -> bool:
@@ -26,7 +26,7 @@ def is_interactive() -> bool:
 
 class BudgetExplorer:
     """Dropdowns (GPU, model, dtype) and sliders (mean/p95 request tokens, SLA, B_MAX) driving
-    ``gpu_budget.budget_rows``; ``output.value`` holds the table as HTML."""
+    ``pdlib.budget.budget_rows``; ``output.value`` holds the table as HTML."""
 
     def __init__(self, gpu="rtx4080", model="qwen3-1.7b", dtype="fp16", mean_tokens=500, p95_tokens=1000,
                  sla_ms=1000.0, B_MAX=128):
@@ -56,7 +56,7 @@ class BudgetExplorer:
         return {k: c.value for k, c in self.controls.items()}
 
     def refresh(self):
-        self.table = gpu_budget.budget_rows(**self.values())
+        self.table = budget.budget_rows(**self.values())
         self.output.value = self.table.to_html()
         return self.table
 
@@ -74,4 +74,4 @@ def budget_explorer(interactive=None, **values):
         interactive = is_interactive()
     if interactive:
         return BudgetExplorer(**values)
-    return gpu_budget.budget_rows(**values)
+    return budget.budget_rows(**values)

@@ -1,24 +1,26 @@
 """One profiling run -> ``<OUTPUT_DIR>/<run_id>/``: workload.jsonl, request_trace.csv,
 gpu_mem_trace.csv, kv_trace.csv, summary.json, manifest.json.
 
-The samplers run for the whole run; the request runner walks the conditions one after
-another. Files are written as the run goes (CSV rows flushed one by one, JSON atomically), so
+The samplers run for the whole run (the /metrics scraper in its own process); the request
+runner walks the conditions one after another, on an event loop of its own even when called
+from a running one (Jupyter). Files are written as the run goes (CSV rows flushed one by one, JSON atomically), so
 an interrupted run keeps its rows and ``run_profile(..., run_dir=existing)`` resumes it
 (requests already ``ok`` are not sent again).
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import platform
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from ..records import atomic_write_json
 from .config import ServingConfig
-from .requests import FAILURE_KINDS, done_request_ids, percentiles, run_requests_async
-from .samplers import GpuSampler, MetricsSampler, cache_info, nvml_probe, parse_prometheus
+from .requests import FAILURE_KINDS, done_request_ids, percentiles, run_requests_async, run_sync
+from .samplers import KV_METRICS, GpuSampler, MetricsSampler, cache_info, nvml_probe, parse_prometheus
 from .workload import (
     PromptBuilder,
     build_workload,
@@ -32,42 +34,83 @@ FILES = ("workload.jsonl", "request_trace.csv", "gpu_mem_trace.csv", "kv_trace.c
          "manifest.json")
 
 
-class ServerUnreachable(RuntimeError):
-    """The server did not answer (message is one line)."""
+class ServerProblem(RuntimeError):
+    """The server cannot be profiled (checked before a run folder exists; message is one line)."""
+
+
+class ServerUnreachable(ServerProblem):
+    """The server did not answer."""
+
+
+class BadServerAnswer(ServerProblem):
+    """The server answered, but not as an OpenAI-compatible server does."""
+
+
+def _json_or_none(r):
+    try:
+        return r.json()
+    except ValueError:
+        return None
 
 
 def probe_server(url: str, timeout: float = 10.0) -> dict:
-    """Server info from /v1/models, /version and /metrics; raises ServerUnreachable."""
+    """Server info from /v1/models, /version and /metrics; raises ServerUnreachable when
+    /v1/models does not answer 200. A malformed /v1/models payload leaves ``models`` empty and
+    says why in ``models_error`` (``resolve_model`` decides whether that matters)."""
     import httpx
-    info: dict = {"url": url}
+    info: dict = {"url": url, "models": [], "models_error": None}
     try:
         r = httpx.get(f"{url}/v1/models", timeout=timeout)
         r.raise_for_status()
-        info["models"] = r.json().get("data", [])
     except httpx.HTTPStatusError as e:
         raise ServerUnreachable(f"server at {url} answered /v1/models with HTTP {e.response.status_code}") from None
-    except (httpx.HTTPError, ValueError) as e:
+    except httpx.HTTPError as e:
         raise ServerUnreachable(f"cannot reach server at {url} ({type(e).__name__}: {e or 'no answer'})") from None
+    payload = _json_or_none(r)
+    models = payload.get("data") if isinstance(payload, dict) else None
+    if isinstance(models, list) and all(isinstance(m, dict) and isinstance(m.get("id"), str) for m in models):
+        info["models"] = models
+    else:
+        info["models_error"] = (f"/v1/models answered {r.text[:80]!r}, not "
+                                '{"data": [{"id": "<model>", ...}, ...]}')
     for path, key in (("/version", "version"), ("/metrics", "metrics")):
         try:
             r = httpx.get(f"{url}{path}", timeout=timeout)
-            info[key] = (r.json().get("version") if key == "version" else cache_info(parse_prometheus(r.text))) \
-                if r.status_code == 200 else None
-        except (httpx.HTTPError, ValueError):
+        except httpx.HTTPError:
             info[key] = None
+            continue
+        if r.status_code != 200:
+            info[key] = None
+        elif key == "version":
+            v = _json_or_none(r)
+            info[key] = str(v["version"]) if isinstance(v, dict) and "version" in v else None
+        else:
+            info[key] = cache_info(parse_prometheus(r.text))
     info["cache_config"] = info.pop("metrics")
     return info
 
 
 def resolve_model(cfg: ServingConfig, info: dict) -> str:
-    ids = [m.get("id") for m in info.get("models", [])]
+    ids = [m["id"] for m in info.get("models", [])]
     if cfg.model_name:
         if ids and cfg.model_name not in ids:
             raise ValueError(f"MODEL_NAME={cfg.model_name!r} is not served at {cfg.vllm_url} (served: {ids})")
         return cfg.model_name
+    if info.get("models_error"):
+        raise BadServerAnswer(f"server at {cfg.vllm_url}: {info['models_error']}; set MODEL_NAME (--model)")
     if not ids:
         raise ValueError(f"server at {cfg.vllm_url} lists no models; set MODEL_NAME")
     return ids[0]
+
+
+def server_answers(url: str, timeout: float = 5.0) -> bool:
+    """Whether the server answers ``/v1/models`` at all (any HTTP status) right now."""
+    import httpx
+    try:
+        httpx.get(f"{url}/v1/models", timeout=timeout)
+        return True
+    except httpx.HTTPError:
+        return False
 
 
 def make_builder(cfg: ServingConfig, info: dict | None = None) -> tuple[PromptBuilder, str]:
@@ -78,8 +121,10 @@ def make_builder(cfg: ServingConfig, info: dict | None = None) -> tuple[PromptBu
         vocab = 1000
         for m in (info or {}).get("models", []):
             p = Path(str(m.get("root", ""))) / "config.json"
-            if p.is_file():
-                vocab = int(json.loads(p.read_text()).get("vocab_size", vocab))
+            try:
+                vocab = int(json.loads(p.read_text()).get("vocab_size", vocab)) if p.is_file() else vocab
+            except (OSError, ValueError, TypeError, AttributeError):
+                pass
         return PromptBuilder(None, vocab_size=vocab), "none (token ids)"
     cands = [cfg.tokenizer] if cfg.tokenizer else []
     if not cands:
@@ -115,97 +160,176 @@ def versions() -> dict:
 
 def run_profile(cfg: ServingConfig, *, run_dir=None, workload_path=None, progress: bool = False) -> dict:
     """Run the grid (or the given workload) against cfg.vllm_url; returns an outcome dict with
-    ``run_dir``, ``n_requests``, ``n_ok``, ``failures`` and a one-line ``message``."""
+    ``run_dir``, ``status``, ``n_requests``, ``n_ok``, ``failures`` and a one-line ``message``.
+
+    Before a run folder exists, a server that cannot be profiled raises ``ServerProblem`` and
+    a bad setting or workload ``ValueError``. Once it exists, every request of the workload ends
+    as one row and summary.json and manifest.json are written whatever happens (Ctrl-C: status
+    ``interrupted``, then KeyboardInterrupt is raised again; any other exception: ``failed``)."""
     info = probe_server(cfg.vllm_url)
     model = resolve_model(cfg, info)
-    run_dir = Path(run_dir) if run_dir else new_run_dir(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    wl = run_dir / "workload.jsonl"
+    resumed_wl = Path(run_dir) / "workload.jsonl" if run_dir else None
     tokenizer_used = None
     if workload_path:
         records = read_workload(workload_path)
-        if Path(workload_path).resolve() != wl.resolve():
-            write_workload(records, wl)
-    elif wl.exists():
-        records = read_workload(wl)  # resuming
+    elif resumed_wl is not None and resumed_wl.exists():
+        records = read_workload(resumed_wl)  # resuming
     else:
         builder, tokenizer_used = make_builder(cfg, info)
         records = build_workload(cfg, builder)
+    run_dir = Path(run_dir) if run_dir else new_run_dir(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    wl = run_dir / "workload.jsonl"
+    if not wl.exists() or (workload_path and Path(workload_path).resolve() != wl.resolve()):
         write_workload(records, wl)
     skip = done_request_ids(run_dir / "request_trace.csv")
+    notes = [f"{info['models_error']}; used MODEL_NAME={model!r}"] if info.get("models_error") else []
     manifest = {"run_id": run_dir.name, "status": "running", "started_at": time.time(), "config": cfg.to_dict(),
                 "model": model, "server": info, "versions": versions(), "nvml": nvml_probe(cfg.gpu_indices),
                 "tokenizer": tokenizer_used, "n_requests": len(records), "resumed_ok_requests": len(skip),
-                "files": list(FILES)}
+                "notes": notes, "files": list(FILES)}
     atomic_write_json(run_dir / "manifest.json", manifest)
 
     def on_condition(cond, what, n):
         if progress:
             print(f"[serve-profile] {cond}: {what} ({n} requests)", file=sys.stderr, flush=True)
 
-    async def go():
+    gpu = kv = None
+    stopped_by: BaseException | None = None
+    try:
         gpu = GpuSampler(cfg.gpu_indices, run_dir / "gpu_mem_trace.csv", cfg.gpu_interval_ms).start()
         kv = MetricsSampler(cfg.vllm_url, run_dir / "kv_trace.csv", cfg.metrics_interval_ms).start()
-        try:
-            await run_requests_async(records, cfg.vllm_url, model, run_dir / "request_trace.csv",
-                                     timeout=cfg.request_timeout, skip_ids=skip, on_condition=on_condition)
-        finally:
-            kv.stop()
-            gpu.stop()
+        run_sync(lambda: run_requests_async(records, cfg.vllm_url, model, run_dir / "request_trace.csv",
+                                            timeout=cfg.request_timeout, skip_ids=skip, on_condition=on_condition))
+    except BaseException as e:  # noqa: BLE001 - recorded in the manifest, raised again below
+        stopped_by = e
+    finally:
+        for sampler in (kv, gpu):
+            if sampler is not None:
+                sampler.stop()
+    out = _finish(run_dir, cfg, manifest, stopped_by, kv)
+    if stopped_by is not None:
+        raise stopped_by
+    return out
 
+
+def _finish(run_dir: Path, cfg: ServingConfig, manifest: dict, stopped_by, kv) -> dict:
+    """Write summary.json, then the manifest with the run's status and its one-line message."""
+    sampler = {"interval_ms": cfg.metrics_interval_ms, "error": kv.error if kv else "not started",
+               "rows": kv.n_rows if kv else 0, "failed_scrapes": kv.n_errors if kv else 0,
+               "skipped_ticks": kv.n_skipped if kv else 0}
     try:
-        asyncio.run(go())
-        status = "complete"
-    except KeyboardInterrupt:
-        status = "interrupted"
-    summary = summarize(run_dir)
+        summary = summarize(run_dir, sampler=sampler)
+    except Exception as e:  # noqa: BLE001 - the manifest must still be written
+        summary = {"run_id": run_dir.name, "error": f"summary failed: {type(e).__name__}: {e}", "conditions": {},
+                   "overall": {"n": 0, "n_ok": 0, "failures": {k: 0 for k in FAILURE_KINDS}}}
     atomic_write_json(run_dir / "summary.json", summary)
     tot = summary["overall"]
     failures = {k: v for k, v in tot["failures"].items() if v}
     msg = f"{tot['n_ok']} of {tot['n']} requests ok"
     if failures:
-        msg += "; failures: " + ", ".join(f"{k} {v}" for k, v in failures.items())
-        if failures.keys() & {"refused", "disconnected"}:
-            msg += f" (the server at {cfg.vllm_url} stopped answering during the run)"
+        msg += "; failures: " + ", ".join(f"{k} {v}" for k, v in failures.items()) + server_note(cfg.vllm_url, failures)
+    if isinstance(stopped_by, KeyboardInterrupt):
+        status, msg = "interrupted", "interrupted: " + msg
+    elif stopped_by is not None:
+        status = "failed"
+        msg = f"failed ({type(stopped_by).__name__}: {stopped_by}): " + msg
+    else:
+        status = "complete with failures" if failures else "complete"
     msg += f"; results in {run_dir}"
-    manifest.update(status=status if not failures else f"{status} with failures", finished_at=time.time(),
-                    message=msg)
+    manifest.update(status=status, finished_at=time.time(), message=msg, kv_sampler=sampler,
+                    error=None if stopped_by is None else f"{type(stopped_by).__name__}: {stopped_by}"[:500])
     atomic_write_json(run_dir / "manifest.json", manifest)
-    if status == "interrupted":
-        raise KeyboardInterrupt
-    return {"run_dir": str(run_dir), "n_requests": tot["n"], "n_ok": tot["n_ok"], "failures": failures,
-            "message": msg}
+    return {"run_dir": str(run_dir), "status": status, "n_requests": tot["n"], "n_ok": tot["n_ok"],
+            "failures": failures, "message": msg}
 
 
-def _read_csv(path):
+def server_note(url: str, failures: dict) -> str:
+    """What the connection failures say about the server, checked by asking it once more:
+    "stopped answering" only when it no longer answers at all."""
+    lost = {k: failures.get(k, 0) for k in ("refused", "disconnected", "timeout", "incomplete")}
+    if not any(lost.values()):
+        return ""
+    if not server_answers(url):
+        return f" (the server at {url} stopped answering during the run: no answer to /v1/models after it)"
+    said = [f"{n} {what}" for n, what in ((lost["refused"], "connections refused"),
+                                          (lost["disconnected"], "responses cut off mid-stream")) if n]
+    return f" (the server at {url} still answers; {', '.join(said)})" if said else ""
+
+
+def _read_csv(path, numeric=()):
     import pandas as pd
     try:
-        return pd.read_csv(path)
+        df = pd.read_csv(path)
     except (FileNotFoundError, pd.errors.EmptyDataError):
         return pd.DataFrame()
+    except (pd.errors.ParserError, UnicodeDecodeError):   # a row torn by a kill
+        df = pd.read_csv(path, on_bad_lines="skip", encoding_errors="replace")
+    for col in numeric:
+        if col in df:
+            df[col] = pd.to_numeric(df[col], errors="coerce")
+    return df
+
+
+REQ_NUMERIC = ("input_len", "output_len", "concurrency", "t_start", "t_first_token", "t_end", "ttft_s", "tpot_s",
+               "latency_s", "tokens_in", "tokens_out", "http_status")
+# kv_trace column -> summary key of its peak
+KV_PEAKS = {"kv_cache_usage_perc": "peak_kv_cache_usage", "num_requests_running": "peak_num_requests_running",
+            "num_requests_waiting": "peak_num_requests_waiting"}
 
 
 def _peak(df, col, t0, t1, time_col="time_s"):
-    import pandas as pd
-    if df.empty or col not in df:
+    if df.empty or col not in df or t0 is None:
         return None
-    v = pd.to_numeric(df.loc[(df[time_col] >= t0) & (df[time_col] <= t1), col], errors="coerce").dropna()
+    v = df.loc[(df[time_col] >= t0) & (df[time_col] <= t1), col].dropna()
     return float(v.max()) if len(v) else None
 
 
-def _stats(req, kv, gpu, t0, t1) -> dict:
+def kv_window(kv, t0, t1):
+    """The /metrics samples whose interval [t_sent, time_s] overlaps [t0, t1]: the server read
+    the gauge somewhere in that interval."""
+    return kv[(kv["t_sent"] <= t1) & (kv["time_s"] >= t0)]
+
+
+def _kv_stats(kv, t0, t1) -> dict:
+    out = {"kv_samples": 0, "kv_scrapes_failed": 0, **dict.fromkeys(KV_PEAKS.values()), "kv_note": None}
+    if t0 is None:
+        out["kv_note"] = "no request of this condition was sent"
+        return out
+    if kv.empty:
+        out["kv_note"] = "no /metrics samples in this run"
+        return out
+    w = kv_window(kv, t0, t1)
+    got = w["kv_cache_usage_perc"].notna()
+    out["kv_samples"] = int(got.sum())
+    out["kv_scrapes_failed"] = int(w["error"].notna().sum()) if "error" in w else 0
+    for col, key in KV_PEAKS.items():
+        v = w[col].dropna() if col in w else ()
+        out[key] = float(v.max()) if len(v) else None
+    if not out["kv_samples"]:
+        if w.empty:
+            out["kv_note"] = f"no /metrics scrape overlapped this condition ({t1 - t0:.3f} s long)"
+        elif out["kv_scrapes_failed"] == len(w):
+            out["kv_note"] = f"all {len(w)} /metrics scrapes overlapping this condition failed"
+        else:
+            out["kv_note"] = "the /metrics answers overlapping this condition had no vllm:kv_cache_usage_perc"
+    return out
+
+
+def _stats(req, kv, gpu) -> dict:
+    sent = req[req["outcome"] != "not_sent"]
+    t0, t1 = (float(sent["t_start"].min()), float(sent["t_end"].max())) if len(sent) else (None, None)
+    if t0 is not None and not (np.isfinite(t0) and np.isfinite(t1)):
+        t0 = t1 = None
     ok = req[req["outcome"] == "ok"]
     counts = req["outcome"].value_counts().to_dict()
     out = {"n": len(req), "n_ok": len(ok),
            "failures": {k: int(counts.get(k, 0)) for k in FAILURE_KINDS},
-           "t_start": float(t0), "t_end": float(t1), "duration_s": float(t1 - t0),
+           "t_start": t0, "t_end": t1, "duration_s": None if t0 is None else t1 - t0,
            "tokens_in": int(ok["tokens_in"].fillna(0).sum()), "tokens_out": int(ok["tokens_out"].fillna(0).sum()),
            "ttft_s": percentiles(ok["ttft_s"]), "tpot_s": percentiles(ok["tpot_s"]),
-           "latency_s": percentiles(ok["latency_s"]),
-           "peak_kv_cache_usage": _peak(kv, "kv_cache_usage_perc", t0, t1),
-           "peak_num_requests_running": _peak(kv, "num_requests_running", t0, t1),
-           "peak_num_requests_waiting": _peak(kv, "num_requests_waiting", t0, t1)}
-    out["output_tok_per_s"] = out["tokens_out"] / out["duration_s"] if out["duration_s"] > 0 else None
+           "latency_s": percentiles(ok["latency_s"]), **_kv_stats(kv, t0, t1)}
+    out["output_tok_per_s"] = out["tokens_out"] / out["duration_s"] if out["duration_s"] else None
     peaks = {}
     if not gpu.empty and "mem_used_bytes" in gpu:
         for idx, g in gpu.dropna(subset=["gpu_index"]).groupby("gpu_index"):
@@ -214,11 +338,49 @@ def _stats(req, kv, gpu, t0, t1) -> dict:
     return out
 
 
-def summarize(run_dir) -> dict:
-    """summary.json content from the run folder's CSVs (works on partial runs)."""
+def _sampler_stats(kv) -> dict:
+    if kv.empty:
+        return {"samples": 0}
+    t = kv.sort_values("t_sent")
+    lat = (kv["time_s"] - kv["t_sent"]).dropna()
+    gaps = t["t_sent"].diff().dropna()
+    return {"samples": int(kv["kv_cache_usage_perc"].notna().sum()), "scrapes": len(kv),
+            "failed": int(kv["error"].notna().sum()) if "error" in kv else 0,
+            "answer_time_s": percentiles(lat), "max_gap_between_scrapes_s": float(gaps.max()) if len(gaps) else None}
+
+
+def _int(v):
+    return int(v) if v is not None and np.isfinite(v) else None
+
+
+def _plain(obj):
+    """NaN/inf -> None, numpy scalars -> Python (summary.json stays strict JSON)."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
+
+
+def summarize(run_dir, sampler: dict | None = None) -> dict:
+    """summary.json content from the run folder's CSVs (works on partial runs). Per condition
+    (and overall): counts by outcome, token totals, TTFT/TPOT/latency percentiles of the ok
+    requests, and from /metrics the peaks over the samples overlapping the condition's span
+    (first request sent .. last request ended) with ``kv_samples``, their number; with none
+    the peaks are null and ``kv_note`` says why."""
     run_dir = Path(run_dir)
-    req = _read_csv(run_dir / "request_trace.csv")
-    kv, gpu = _read_csv(run_dir / "kv_trace.csv"), _read_csv(run_dir / "gpu_mem_trace.csv")
+    req = _read_csv(run_dir / "request_trace.csv", REQ_NUMERIC)
+    kv = _read_csv(run_dir / "kv_trace.csv", ("time_s", "t_sent", *KV_METRICS))
+    gpu = _read_csv(run_dir / "gpu_mem_trace.csv", ("time_s", "gpu_index", "mem_used_bytes"))
+    if not kv.empty:
+        if "t_sent" not in kv:     # a run from before scrapes carried their send time
+            kv["t_sent"] = kv["time_s"]
+        kv["t_sent"] = kv["t_sent"].fillna(kv["time_s"])
+        kv = kv.dropna(subset=["time_s"])
     notes = []
     if not gpu.empty and "note" in gpu and gpu["mem_used_bytes"].isna().all():
         notes += sorted(set(gpu["note"].dropna().astype(str)))
@@ -226,18 +388,20 @@ def summarize(run_dir) -> dict:
         n_err = int(kv["error"].notna().sum())
         if n_err:
             notes.append(f"{n_err} of {len(kv)} /metrics scrapes failed")
-    out = {"run_id": run_dir.name, "notes": notes, "conditions": {}}
-    if req.empty:
+    if sampler and sampler.get("error"):
+        notes.append(f"/metrics sampler: {sampler['error']}")
+    out = {"run_id": run_dir.name, "notes": notes, "kv_sampler": {**(sampler or {}), **_sampler_stats(kv)},
+           "conditions": {}}
+    if req.empty or "request_id" not in req:
         out["overall"] = {"n": 0, "n_ok": 0, "failures": {k: 0 for k in FAILURE_KINDS}}
-        return out
-    req = req.drop_duplicates("request_id", keep="last")  # a resumed run's retries replace the failures
+        return _plain(out)
+    req = req.dropna(subset=["request_id"]).drop_duplicates("request_id", keep="last")  # a resumed run's retries replace the failures
     for cond, g in req.groupby("condition", sort=False):
         first = g.iloc[0]
-        s = _stats(g, kv, gpu, g["t_start"].min(), g["t_end"].max())
-        out["conditions"][cond] = {"input_len": int(first["input_len"]), "output_len": int(first["output_len"]),
-                                   "concurrency": int(first["concurrency"]), "prefix_mode": first["prefix_mode"], **s}
-    out["overall"] = _stats(req, kv, gpu, req["t_start"].min(), req["t_end"].max())
-    return out
+        out["conditions"][cond] = {**{k: _int(first[k]) for k in ("input_len", "output_len", "concurrency")},
+                                   "prefix_mode": first["prefix_mode"], **_stats(g, kv, gpu)}
+    out["overall"] = _stats(req, kv, gpu)
+    return _plain(out)
 
 
 def ensure_run(run_dir: str = "", vllm_url: str = "", launch_tiny: bool = False, **settings) -> Path:

@@ -1,15 +1,32 @@
 """Samplers: GPU memory through NVML (``gpu_mem_trace.csv``) and the server's Prometheus
 ``/metrics`` (``kv_trace.csv``: KV-cache usage, running/waiting requests and counters).
 
-Both run until stopped and write (flushing) one row per sample. Without NVML (no GPU, no
-driver) the GPU sampler writes one row whose ``note`` says why and stops; the scrape goes on.
-A failed scrape (server down) is a row with ``error`` set, and the sampler keeps going.
+The ``/metrics`` scraper runs in its own process (``python -m pdlib.serving.samplers``), on
+its own event loop: it starts a scrape every METRICS_INTERVAL_MS whether or not the previous
+one has answered (at most ``max_in_flight`` at a time), so neither a slow, CPU-starved server
+nor the request runner's work in the client process can stretch the gaps between samples.
+Each row holds ``t_sent`` (scrape sent) and ``time_s`` (answer received): the gauge's value was
+read by the server somewhere in between, and ``summarize`` assigns a sample to every condition
+that interval overlaps. The process stops when its stdin closes (``stop()``, or the parent
+dying), after one last scrape.
+
+Without NVML (no GPU, no driver) the GPU sampler writes one row whose ``note`` says why and
+stops; the scrape goes on. A failed scrape (server down) is a row with ``error`` set, and the
+scraper keeps going.
 """
 from __future__ import annotations
 
+import asyncio
+import json
+import os
 import re
+import select
+import signal
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 from .requests import TraceWriter
 
@@ -28,7 +45,7 @@ KV_METRICS = {
     "prefix_cache_hits_total": ("vllm:prefix_cache_hits_total", "vllm:gpu_prefix_cache_hits_total"),
     "request_success_total": ("vllm:request_success_total",),
 }
-KV_FIELDS = ("time_s", *KV_METRICS, "error")
+KV_FIELDS = ("time_s", "t_sent", *KV_METRICS, "error")
 
 _LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)")
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
@@ -71,52 +88,121 @@ def cache_info(metrics: dict) -> dict:
 
 
 class MetricsSampler:
-    """Scrapes ``{url}/metrics`` every interval in a background thread (``start``/``stop``);
-    a thread, not the request runner's event loop, so parsing never delays streamed tokens."""
+    """Scrapes ``{url}/metrics`` in a child process (``start``/``stop``); ``n_rows``,
+    ``n_errors`` and ``n_skipped`` (ticks with ``max_in_flight`` scrapes still unanswered) are
+    known after ``stop``. A scraper that cannot start leaves ``error`` set and no rows."""
 
-    def __init__(self, url: str, path, interval_ms: int = 250, timeout: float = 5.0):
-        self.url, self.interval, self.timeout = url.rstrip("/"), interval_ms / 1000.0, timeout
-        self.writer = TraceWriter(path, KV_FIELDS)
-        self.n_rows = self.n_errors = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+    def __init__(self, url: str, path, interval_ms: int = 100, timeout: float = 5.0, max_in_flight: int = 4):
+        self.url, self.path = url.rstrip("/"), Path(path)
+        self.interval_ms, self.timeout, self.max_in_flight = int(interval_ms), float(timeout), int(max_in_flight)
+        self.n_rows = self.n_errors = self.n_skipped = 0
+        self.error = ""
+        self.proc: subprocess.Popen | None = None
 
-    def scrape_once(self, client) -> dict:
-        row = {"time_s": time.time(), "error": ""}
+    def start(self, ready_timeout: float = 30.0) -> MetricsSampler:
+        """Start the child and wait until its first scrape is under way."""
+        pkg_root = str(Path(__file__).resolve().parents[2])
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [pkg_root, os.environ.get("PYTHONPATH")])))
+        cmd = [sys.executable, "-m", "pdlib.serving.samplers", self.url, str(self.path), str(self.interval_ms),
+               str(self.timeout), str(self.max_in_flight)]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True)
+        ready, _, _ = select.select([self.proc.stdout], [], [], ready_timeout)
+        line = self.proc.stdout.readline() if ready else ""
+        if line.strip() != "ready":
+            self._end(kill=True)
+            self.error = (f"/metrics scraper did not start within {ready_timeout:g} s"
+                          + (f" (exit code {self.proc.returncode})" if self.proc.returncode else ""))
+        return self
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.returncode is not None:
+            return
+        out = self._end(kill=False)
+        for line in reversed(out.splitlines()):
+            try:
+                stats = json.loads(line)
+            except ValueError:
+                continue
+            self.n_rows, self.n_errors, self.n_skipped = stats["rows"], stats["errors"], stats["skipped"]
+            break
+
+    def _end(self, kill: bool) -> str:
+        try:  # communicate() closes the child's stdin: its signal to stop
+            out, _ = self.proc.communicate(timeout=1 if kill else 2 * self.timeout + 10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, _ = self.proc.communicate()
+        return out or ""
+
+
+async def scrape_loop(url: str, path, interval_ms: int, timeout: float, max_in_flight: int,
+                      stop: asyncio.Event, on_ready=None) -> dict:
+    """Scrape until ``stop`` is set, then once more; one kv_trace row per scrape."""
+    import httpx
+    writer = TraceWriter(path, KV_FIELDS)
+    stats = {"rows": 0, "errors": 0, "skipped": 0}
+    interval = interval_ms / 1000.0
+
+    async def one(client):
+        row = {"t_sent": time.time(), "error": ""}
         try:
-            r = client.get(f"{self.url}/metrics", timeout=self.timeout)
+            r = await client.get(f"{url}/metrics", timeout=timeout)
             r.raise_for_status()
             row.update(kv_row(parse_prometheus(r.text)))
         except Exception as e:  # noqa: BLE001 - a failed scrape is a row
             row.update({c: "" for c in KV_METRICS})
-            row["error"] = f"{type(e).__name__}: {e}"[:200]
-            self.n_errors += 1
-        self.writer.write(row)
-        self.n_rows += 1
-        return row
+            row["error"] = (f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)[:200]
+            stats["errors"] += 1
+        row["time_s"] = time.time()
+        writer.write(row)
+        stats["rows"] += 1
 
-    def _loop(self) -> None:
-        import httpx
-        try:
-            with httpx.Client() as client:
-                while True:
-                    t0 = time.monotonic()
-                    self.scrape_once(client)
-                    if self._stop.wait(max(0.0, self.interval - (time.monotonic() - t0))):
-                        break
-                self.scrape_once(client)  # one sample after the last request
-        finally:
-            self.writer.close()
+    try:
+        limits = httpx.Limits(max_connections=max_in_flight, max_keepalive_connections=max_in_flight)
+        async with httpx.AsyncClient(limits=limits) as client:
+            in_flight: set[asyncio.Task] = set()
+            next_t = time.monotonic()
+            while not stop.is_set():
+                if len(in_flight) < max_in_flight:
+                    task = asyncio.create_task(one(client))
+                    in_flight.add(task)
+                    task.add_done_callback(in_flight.discard)
+                else:
+                    stats["skipped"] += 1
+                if on_ready is not None:
+                    on_ready()
+                    on_ready = None
+                next_t = max(next_t + interval, time.monotonic())
+                try:
+                    await asyncio.wait_for(stop.wait(), next_t - time.monotonic())
+                except TimeoutError:
+                    pass
+            await one(client)                 # one sample after the last request
+            if in_flight:
+                await asyncio.wait(in_flight, timeout=timeout + 1)
+    finally:
+        writer.close()
+    return stats
 
-    def start(self) -> MetricsSampler:
-        self._thread = threading.Thread(target=self._loop, name="pdlib-metrics-sampler", daemon=True)
-        self._thread.start()
-        return self
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2 * self.timeout + 5)
+def _scraper_main(argv) -> int:
+    """Child process: ``URL PATH INTERVAL_MS TIMEOUT MAX_IN_FLIGHT``; stops when stdin closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C goes to the parent, which stops us
+    url, path, interval_ms, timeout, max_in_flight = argv
+
+    async def main():
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def watch_stdin():
+            sys.stdin.read()
+            loop.call_soon_threadsafe(stop.set)
+        threading.Thread(target=watch_stdin, daemon=True).start()
+        return await scrape_loop(url, path, int(interval_ms), float(timeout), int(max_in_flight), stop,
+                                 on_ready=lambda: print("ready", flush=True))
+    stats = asyncio.run(main())
+    print(json.dumps(stats), flush=True)
+    return 0
 
 
 def nvml_probe(indices) -> dict:
@@ -199,7 +285,7 @@ class GpuSampler:
 
 
 def sample_for(duration_s: float, *, url: str | None, gpu_path=None, kv_path=None,
-                     gpu_indices=(0,), gpu_interval_ms=100, metrics_interval_ms=250) -> dict:
+                     gpu_indices=(0,), gpu_interval_ms=100, metrics_interval_ms=100) -> dict:
     """Run the samplers alone for ``duration_s`` seconds (``pdlib serve-profile sample``)."""
     gpu = GpuSampler(gpu_indices, gpu_path, gpu_interval_ms).start() if gpu_path else None
     kv = MetricsSampler(url, kv_path, metrics_interval_ms).start() if (kv_path and url) else None
@@ -211,4 +297,9 @@ def sample_for(duration_s: float, *, url: str | None, gpu_path=None, kv_path=Non
                 sampler.stop()
     return {"gpu_rows": gpu.n_rows if gpu else 0, "nvml": (gpu.available if gpu else None),
             "nvml_note": gpu.reason if gpu else "", "kv_rows": kv.n_rows if kv else 0,
-            "kv_errors": kv.n_errors if kv else 0}
+            "kv_errors": kv.n_errors if kv else 0, "kv_skipped_ticks": kv.n_skipped if kv else 0,
+            "kv_sampler_error": kv.error if kv else ""}
+
+
+if __name__ == "__main__":
+    sys.exit(_scraper_main(sys.argv[1:]))

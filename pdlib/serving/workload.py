@@ -11,7 +11,6 @@ prompts are token-id lists (vLLM's /v1/completions accepts ``prompt`` as a list 
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
@@ -30,8 +29,8 @@ def condition_id(input_len: int, output_len: int, concurrency: int, prefix_mode:
 
 def default_tokenizer_path() -> Path:
     """The Qwen3 tokenizer in the shared data folder ($PDLIB_DATA_DIR or ../shared/data)."""
-    env = os.environ.get("PDLIB_DATA_DIR")
-    base = Path(env) if env else Path(__file__).resolve().parents[3] / "shared" / "data"
+    from pdlib import paths
+    base = paths.data_dir() or paths.project_dir().parent / "shared" / "data"
     return base / "models" / "qwen3-1.7b"
 
 
@@ -124,7 +123,7 @@ def read_workload(path) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"workload file not found: {path}")
-    out = []
+    out, seen = [], set()
     with open(path, encoding="utf-8") as f:
         for ln, line in enumerate(f, 1):
             if not line.strip():
@@ -133,6 +132,8 @@ def read_workload(path) -> list[dict]:
                 r = json.loads(line)
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path}:{ln}: not JSON ({e})") from None
+            if not isinstance(r, dict):
+                raise ValueError(f"{path}:{ln}: not a JSON object")
             for k in FIELDS:
                 if k not in r:
                     raise ValueError(f"{path}:{ln}: record {r.get('request_id', '?')}: missing field {k!r}")
@@ -141,6 +142,9 @@ def read_workload(path) -> list[dict]:
             for k in ("input_len", "output_len", "concurrency"):
                 if not isinstance(r[k], int) or r[k] < 1:
                     raise ValueError(f"{path}:{ln}: record {r['request_id']}: field {k!r} must be a positive int")
+            if r["request_id"] in seen:
+                raise ValueError(f"{path}:{ln}: record {r['request_id']}: duplicate request_id")
+            seen.add(r["request_id"])
             out.append(r)
     return out
 

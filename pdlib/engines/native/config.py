@@ -3,8 +3,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ... import theory
+
 DTYPES = ("bf16", "fp16", "fp32")
-_DTYPE_ALIASES = {"bfloat16": "bf16", "float16": "fp16", "half": "fp16", "float32": "fp32", "float": "fp32"}
+#: Tokens per KV page by attention backend when ``page_size`` is not given (flash-attn's paged
+#: kernel needs a multiple of 256).
+DEFAULT_PAGE_SIZE = {"flash_attn": 256, "torch": 16}
 
 
 @dataclass(slots=True)
@@ -14,7 +18,7 @@ class NativeConfig:
     config, seeded). KV capacity: ``kv_capacity_tokens`` or ``kv_memory_bytes`` (one of them;
     neither -> 60% of free GPU memory after loading on CUDA; on CPU 131,072 tokens or 2 GiB,
     whichever is smaller).
-    ``page_size``: tokens per KV page (None -> 256 with flash-attn, else 16).
+    ``page_size``: tokens per KV page (None -> ``DEFAULT_PAGE_SIZE`` of the attention backend).
     ``attn_backend``: ``"auto"`` (flash-attn on CUDA when importable, else torch SDPA),
     ``"torch"`` or ``"flash_attn"``. ``max_model_len`` bounds one request's tokens
     (None -> min(config max_position_embeddings, capacity))."""
@@ -32,7 +36,10 @@ class NativeConfig:
     attn_backend: str = "auto"
 
     def __post_init__(self):
-        self.dtype = _DTYPE_ALIASES.get(str(self.dtype).replace("torch.", ""), str(self.dtype))
+        try:
+            self.dtype = theory.dtype_short(self.dtype)
+        except ValueError:
+            pass                                   # reported just below, naming the accepted ones
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         if self.weights not in ("pretrained", "random"):
@@ -47,3 +54,7 @@ class NativeConfig:
             raise ValueError(f"max_batch must be >= 1, got {self.max_batch!r}")
         if self.attn_backend not in ("auto", "torch", "flash_attn"):
             raise ValueError(f"attn_backend must be 'auto', 'torch' or 'flash_attn', got {self.attn_backend!r}")
+
+    def page_size_for(self, backend: str) -> int:
+        """Tokens per KV page: ``page_size`` when given, else the backend's default."""
+        return self.page_size or DEFAULT_PAGE_SIZE[backend]

@@ -1,6 +1,7 @@
 """Timing profiles of the native engine: prefill over token counts, decode over batch x
 context length (fits of alpha_p, beta_p, alpha_d, beta_d through ``theory.fit_timing`` via
 ``records.ProfileResult``), and seed 004's latency calibration grid with its ``T(b, L)`` fit.
+Everything here drives a ``model_runner.ModelRunner`` through its public ``prefill``/``decode``.
 
 Decode samples hold B synthetic requests of C context tokens each in the real KV cache (their
 K/V content does not change the step's cost) and time one decode step per repeat; every
@@ -17,80 +18,77 @@ import torch
 
 from ... import theory
 from ...records import ProfileResult, atomic_write_text
-from .runner import StepTimer
+from ..base import ProfileGrid
+from .model_runner import ModelRunner
+from .timing import StepTimer
 
 
-def _prompts(engine, total: int, n: int, seed: int):
+def _prompts(runner: ModelRunner, total: int, n: int, seed: int):
     rng = np.random.default_rng([seed, total, n])
     sizes = [total // n + (1 if i < total % n else 0) for i in range(n)]
-    return [rng.integers(1, engine.hf_config.vocab_size - 1, size=s).tolist() for s in sizes]
+    return [rng.integers(1, runner.hf_config.vocab_size - 1, size=s).tolist() for s in sizes]
 
 
-def time_prefill(engine, total_tokens: int, num_requests: int = 1, repeats: int = 3) -> list[float]:
-    cache = engine.cache
-    prompts = _prompts(engine, total_tokens, num_requests, engine.cfg.seed)
+def time_prefill(runner: ModelRunner, total_tokens: int, num_requests: int = 1, repeats: int = 3) -> list[float]:
+    cache = runner.cache
+    prompts = _prompts(runner, total_tokens, num_requests, runner.cfg.seed)
     rids = [("p", i) for i in range(num_requests)]
-    timer = StepTimer(engine.device)
+    timer = StepTimer(runner.device)
     for r in range(repeats + 1):
         cache.reset()
         for rid, p in zip(rids, prompts):
             cache.allocate(rid, len(p))
         t0 = timer.start()
-        engine._prefill(rids, prompts)
+        runner.prefill(rids, prompts)
         timer.stop(t0)
     cache.reset()
     return timer.collect()[1:]
 
 
-def time_decode(engine, batch: int, context_len: int, repeats: int = 3) -> list[float]:
-    cache = engine.cache
+def time_decode(runner: ModelRunner, batch: int, context_len: int, repeats: int = 3) -> list[float]:
+    cache = runner.cache
     rids = [("d", i) for i in range(batch)]
     cache.reset()
     for rid in rids:
         cache.allocate(rid, context_len + 1)
-    ids = torch.randint(1, engine.hf_config.vocab_size - 1, (batch,), device=engine.device,
-                        generator=torch.Generator(engine.device).manual_seed(engine.cfg.seed))
+    ids = torch.randint(1, runner.hf_config.vocab_size - 1, (batch,), device=runner.device,
+                        generator=torch.Generator(runner.device).manual_seed(runner.cfg.seed))
     pos = np.full(batch, context_len, dtype=np.int64)
-    timer = StepTimer(engine.device)
+    timer = StepTimer(runner.device)
     for r in range(repeats + 1):
         t0 = timer.start()
-        engine._decode(rids, ids, pos)
+        runner.decode(rids, ids, pos)
         timer.stop(t0)
     cache.reset()
     return timer.collect()[1:]
 
 
-def _fits(engine, tokens: int) -> bool:
-    return engine.cache.pages_needed(tokens) <= engine.cache.num_pages
-
-
-def profile(engine, *, prefill_tokens, decode_batches, context_lens, repeats: int = 3,
-            prefill_requests: int = 1) -> ProfileResult:
+def profile_runner(runner: ModelRunner, grid: ProfileGrid, *, prefill_requests: int = 1, meta: dict | None = None
+            ) -> ProfileResult:
     prefill, decode, skipped = [], [], []
-    cap = engine.cache.capacity_tokens
-    for T in prefill_tokens:
-        T = int(T)
-        if T > engine.max_model_len * prefill_requests or not _fits(engine, T + engine.cache.page_size * prefill_requests):
-            skipped.append(f"prefill {T} tokens: exceeds KV capacity {cap} / max_model_len {engine.max_model_len}")
+    cache, cap, repeats = runner.cache, runner.cache.capacity_tokens, grid.repeats
+    for T in grid.prefill_tokens:
+        if T > runner.max_model_len * prefill_requests or \
+                cache.pages_needed(T + cache.page_size * prefill_requests) > cache.num_pages:
+            skipped.append(f"prefill {T} tokens: exceeds KV capacity {cap} / max_model_len {runner.max_model_len}")
             continue
-        for s in time_prefill(engine, T, prefill_requests, repeats):
+        for s in time_prefill(runner, T, prefill_requests, repeats):
             prefill.append({"tokens": T, "num_requests": prefill_requests, "seconds": s})
-    for B in decode_batches:
-        for C in context_lens:
-            B, C = int(B), int(C)
-            if C + 1 > engine.max_model_len or engine.cache.pages_needed(C + 1) * B > engine.cache.num_pages:
+    for B in grid.decode_batches:
+        for C in grid.context_lens:
+            if not runner.fits(C + 1, B):
                 skipped.append(f"decode batch {B} x context {C}: {B * (C + 1)} tokens exceed KV capacity {cap}")
                 continue
-            for s in time_decode(engine, B, C, repeats):
+            for s in time_decode(runner, B, C, repeats):
                 decode.append({"batch": B, "context_len": C, "seconds": s})
-    meta = dict(engine.describe(), repeats=repeats, prefill_requests=prefill_requests, skipped=skipped)
+    meta = dict(meta or {}, repeats=repeats, prefill_requests=prefill_requests, skipped=skipped)
     return ProfileResult.from_samples(prefill, decode, meta)
 
 
 CSV_FIELDS = ("batch_size", "max_seq_len", "mean_latency", "std_latency")
 
 
-def latency_grid(engine, *, batches=(1, 2, 4, 8, 16, 32), seq_lens=(128, 256, 512, 1024, 2048), trials: int = 3,
+def latency_grid(runner: ModelRunner, *, batches=(1, 2, 4, 8, 16, 32), seq_lens=(128, 256, 512, 1024, 2048), trials: int = 3,
                  csv_path=None):
     """Seed 004's calibration: decode-step latency (s) at batch b with every request holding
     ``max_seq_len`` tokens, ``trials`` trials each -> rows ``batch_size, max_seq_len,
@@ -99,10 +97,10 @@ def latency_grid(engine, *, batches=(1, 2, 4, 8, 16, 32), seq_lens=(128, 256, 51
     rows, b_all, L_all, T_all, skipped = [], [], [], [], []
     for b in batches:
         for L in seq_lens:
-            if L + 1 > engine.max_model_len or engine.cache.pages_needed(L + 1) * b > engine.cache.num_pages:
-                skipped.append(f"batch {b} x seq len {L}: exceeds KV capacity {engine.cache.capacity_tokens}")
+            if not runner.fits(L + 1, b):
+                skipped.append(f"batch {b} x seq len {L}: exceeds KV capacity {runner.cache.capacity_tokens}")
                 continue
-            s = np.array(time_decode(engine, int(b), int(L), trials))
+            s = np.array(time_decode(runner, int(b), int(L), trials))
             rows.append({"batch_size": int(b), "max_seq_len": int(L), "mean_latency": float(s.mean()),
                          "std_latency": float(s.std(ddof=1)) if s.size > 1 else 0.0})
             b_all += [b] * s.size

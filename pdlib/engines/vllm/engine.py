@@ -26,12 +26,15 @@ import uuid
 import weakref
 from pathlib import Path
 
-from ...records import ProfileResult, RunResult, StepLog, StepRecord
+from ...records import ProfileResult, RunResult, StepLog, StepRecord, request_row
 from ...workload import Workload
-from . import config as vcfg
+from ..base import ProfileGrid
+from .config import POLICY_DIFFERENCES, build_engine, read_telemetry
 
 TIMERS = {"wall_s": "wall clock", "cpu_s": "this process's CPU time (for oversubscribed CPU machines)"}
 _LIVE_INPROC: weakref.WeakSet[VLLMEngine] = weakref.WeakSet()   # engines holding an in-process vLLM
+DEFAULT_GRID = ProfileGrid(prefill_tokens=(128, 256, 512, 1024), decode_batches=(1, 2, 4, 8, 16, 32),
+                           context_lens=(128,), repeats=3)
 
 
 class VLLMEngine:
@@ -80,7 +83,7 @@ class VLLMEngine:
         self.record_per_request_kv = bool(record_per_request_kv)
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="pdlib-vllm-"))
         self._engine = None
-        self._built = None            # vcfg.Built: engine info (slots, vocab, block size, ...)
+        self._built = None            # config.Built: engine info (slots, vocab, block size, ...)
         self._prompt_seed = 1000
 
     # ------------------------------------------------------------------ engine lifecycle
@@ -88,7 +91,7 @@ class VLLMEngine:
         if self._engine is not None and num_slots <= self._built.max_num_seqs:
             return self._engine
         self.close()
-        self._engine, self._built = vcfg.build_engine(self.model, self.mode, self.options, num_slots, self.workdir)
+        self._engine, self._built = build_engine(self.model, self.mode, self.options, num_slots, self.workdir)
         if not self.options["multiprocess"]:
             _LIVE_INPROC.add(self)
         return self._engine
@@ -210,7 +213,7 @@ class VLLMEngine:
             for row, (w, c) in zip(steps, walls):
                 row["wall_s"], row["cpu_s"] = w, c
         else:
-            steps = vcfg.read_telemetry(self._built.telemetry_path, run_id)
+            steps = read_telemetry(self._built.telemetry_path, run_id)
         details = self._built.details.take() if self._built.details is not None else []
         return steps, outs, details
 
@@ -255,10 +258,9 @@ class VLLMEngine:
             o = outs.get(f"{run_id}:{req.id}")
             comp = o.outputs[0] if o is not None else None
             n = len(comp.token_ids) if comp is not None else 0
-            d = {"id": req.id, "input_len": len(ids), "output_len": n, "ref_output_len": int(req.output_len),
-                 "admit_step": admit.get(req.id), "finish_step": finish.get(req.id),
-                 "truncated": bool(termination == "model" and comp is not None and comp.finish_reason == "length"),
-                 "finish_reason": comp.finish_reason if comp is not None else None}
+            d = request_row(req.id, len(ids), n, req.output_len, admit.get(req.id), finish.get(req.id),
+                            termination == "model" and comp is not None and comp.finish_reason == "length",
+                            finish_reason=comp.finish_reason if comp is not None else None)
             if self.keep_output_ids and comp is not None:
                 d["output_ids"] = list(comp.token_ids)
             requests.append(d)
@@ -274,19 +276,23 @@ class VLLMEngine:
             "empty_steps": len(empty),    # iterations that scheduled nothing (e.g. the flush after the last finish)
             "step_details": dict(cols, **({"kv_tokens_per_request": per_req} if self.record_per_request_kv else {})),
             "vllm_iteration_details": details,
-            "policy_differences": vcfg.POLICY_DIFFERENCES,
+            "policy_differences": POLICY_DIFFERENCES,
         }
         if hasattr(policy, "history"):
             meta["policy_history"] = [list(h) for h in policy.history]
         return RunResult(log, requests, meta)
 
+    def describe(self) -> dict:
+        return {"engine": "vllm", "mode": self.mode, "model": self.model,
+                "vllm": self._built.describe() if self._built is not None else None}
+
     # ------------------------------------------------------------------ profile
-    def profile(self, prefill_tokens=(128, 256, 512, 1024), decode_batches=(1, 2, 4, 8, 16, 32),
-                context_lens=(128,), repeats: int = 3, prefill_requests: int = 1, warmup: bool = True,
-                progress: bool = False) -> ProfileResult:
-        """Prefill and decode step times through vLLM -> ``theory.fit_timing`` (same API as the
-        native runner's ``profile``); see ``pdlib.engines.vllm.profiling.profile``."""
+    def profile(self, grid: ProfileGrid | None = None, *, prefill_requests: int = 1, warmup: bool = True,
+                progress: bool = False, **kwargs) -> ProfileResult:
+        """Prefill and decode step times through vLLM -> ``theory.fit_timing`` (a ``ProfileGrid`` or
+        its fields, as the native engine); see ``pdlib.engines.vllm.profiling.profile``."""
         from .profiling import profile
-        return profile(self, prefill_tokens=prefill_tokens, decode_batches=decode_batches,
-                       context_lens=context_lens, repeats=repeats, prefill_requests=prefill_requests,
-                       warmup=warmup)
+        g, rest = ProfileGrid.resolve(grid, DEFAULT_GRID, kwargs)
+        if rest:
+            raise TypeError(f"profile() got unexpected keyword arguments {sorted(rest)}")
+        return profile(self, g, prefill_requests=prefill_requests, warmup=warmup)

@@ -12,24 +12,24 @@ import uuid
 from ...policy import FixedK
 from ...records import ProfileResult
 from ...workload import Request, Workload
+from ..base import ProfileGrid
 
 
-def profile(engine, *, prefill_tokens, decode_batches, context_lens, repeats: int = 3,
-            prefill_requests: int = 1, warmup: bool = True) -> ProfileResult:
+def profile(engine, grid: ProfileGrid, *, prefill_requests: int = 1, warmup: bool = True) -> ProfileResult:
     """Prefill and decode step times through vLLM -> ``theory.fit_timing`` (same API as the
     native runner's ``profile``).
 
     Prefill: ``prefill_requests`` requests sharing T prompt tokens (``max_tokens=1``) in one
-    prefill step, ``repeats`` times per T. Decode: ``j`` requests with ``c``-token prompts
+    prefill step, ``grid.repeats`` times per T in ``grid.prefill_tokens``. Decode: for ``j`` in
+    ``grid.decode_batches`` and ``c`` in ``grid.context_lens``, ``j`` requests with ``c``-token prompts
     prefilled together, then ``repeats`` decode steps of batch ``j`` (the context grows by
     one token per step). Points that cannot fit (``max_model_len``, KV blocks) are skipped
     and listed in ``meta["skipped"]``. The exclusive-batching scheduler keeps prefill and
     decode apart; in ``mode="mb"`` any mixed step is left out.
     """
-    prefill_tokens = [int(t) for t in prefill_tokens]
-    decode_batches = [int(j) for j in decode_batches]
-    context_lens = [int(c) for c in context_lens]
-    m = int(prefill_requests)
+    prefill_tokens, decode_batches, context_lens = (list(v) for v in (grid.prefill_tokens, grid.decode_batches,
+                                                                       grid.context_lens))
+    repeats, m = grid.repeats, int(prefill_requests)
     if repeats < 1 or m < 1:
         raise ValueError(f"repeats and prefill_requests must be >= 1, got {repeats!r}, {prefill_requests!r}")
     eng = engine._ensure(max(decode_batches + [m]))

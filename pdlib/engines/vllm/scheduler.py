@@ -65,7 +65,7 @@ def policy_spec(policy) -> dict:
 
 
 def policy_from_spec(spec: dict):
-    timing = TimingModel(**spec["timing"]) if spec.get("timing") else None
+    timing = TimingModel.from_dict(spec["timing"]) if spec.get("timing") else None
     return make_policy(spec, timing=timing, mu_L=float(spec.get("mu_L", 0.0)))
 
 

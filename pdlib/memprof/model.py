@@ -1,8 +1,4 @@
-"""Model and prompt for the breakdown profiler.
-
-Weights: ``random`` builds the architecture from a config (a folder with ``config.json``,
-or a Hub ID already in the local cache) with seeded random weights, created directly in
-the requested dtype; ``pretrained`` loads the real weights with ``from_pretrained``.
+"""Prompt ids for the breakdown profiler (the model itself comes from ``pdlib.models.build_causal_lm``).
 
 Prompt ids (documented rule):
 1. the model folder (or Hub ID) has a tokenizer -> the prompt text is tokenized;
@@ -18,60 +14,6 @@ from pathlib import Path
 
 DEFAULT_PROMPT = ("Explain, step by step, how a large language model serves many users at once: "
                   "what happens during prefill, what happens during decode, and where the GPU memory goes.")
-
-
-def torch_dtype(torch, dtype: str):
-    key = str(dtype).replace("torch.", "").lower()
-    table = {"float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
-             "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-             "float32": torch.float32, "fp32": torch.float32, "float": torch.float32}
-    if key not in table:
-        raise ValueError(f"dtype must be one of {sorted(table)}, got {dtype!r}")
-    return table[key]
-
-
-def load_config(model: str):
-    from transformers import AutoConfig
-    p = Path(model)
-    if p.exists() and not (p / "config.json").is_file():
-        raise FileNotFoundError(f"{p}: no config.json in this folder")
-    try:
-        return AutoConfig.from_pretrained(str(model))
-    except OSError as e:
-        raise FileNotFoundError(f"model {model!r}: cannot read its config ({e}); give a local folder "
-                                "with config.json or a Hub ID in the local cache") from None
-
-
-def load_model(model: str, weights: str, dtype: str, device_map=None, seed: int = 0):
-    """Returns (model, config) on CPU or per ``device_map`` (a device string such as ``cuda:0``,
-    or ``auto`` for pretrained weights sharded over the visible GPUs); eval mode."""
-    import torch
-    from transformers import AutoModelForCausalLM
-    td = torch_dtype(torch, dtype)
-    if weights == "random":
-        if device_map == "auto":
-            raise ValueError("device='auto' shards the model with from_pretrained(device_map='auto'): it needs "
-                             "weights='pretrained' (and the accelerate package); random weights go on one device")
-        config = load_config(model)
-        torch.manual_seed(seed)
-        with torch.device(device_map or "cpu"):          # built in place on the target device
-            m = AutoModelForCausalLM.from_config(config, dtype=td)
-    elif weights == "pretrained":
-        kw = {"dtype": td}
-        if device_map == "auto":
-            kw["device_map"] = "auto"                      # needs accelerate (transformers says so)
-        try:
-            m = AutoModelForCausalLM.from_pretrained(str(model), **kw)
-        except OSError as e:
-            raise FileNotFoundError(f"model {model!r}: no pretrained weights found ({e}); "
-                                    "use weights='random' to build it from its config") from None
-        if device_map not in (None, "auto"):
-            m = m.to(device_map)
-        config = m.config
-    else:
-        raise ValueError(f"weights must be 'random' or 'pretrained', got {weights!r}")
-    m.eval()
-    return m, config
 
 
 def load_tokenizer(model: str):

@@ -3,7 +3,7 @@
 ``sweep`` profiles every (batch, sequence length) cell (prompt = half the length, the rest
 generated), writes one JSON per cell into ``out_dir`` atomically and reuses a cell's JSON
 when it exists with the same settings (an interrupted sweep resumes). The frames feed
-``breakdown_plots``.
+``pdlib.report.breakdown``'s figures.
 """
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from pathlib import Path
 from pdlib.models import TINY_QWEN3
 from pdlib.records import atomic_write_json
 
-from .breakdown import COMPONENTS, profile_memory
-from .breakdown_compare import compare_estimates
+from .compare import compare_estimates
+from .profile import profile_breakdown
+from .result import COMPONENTS
 
 TINY_QWEN3_CONFIG = {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", **TINY_QWEN3,
                      "rms_norm_eps": 1e-6, "rope_theta": 1000000, "torch_dtype": "float32",
@@ -66,11 +67,12 @@ def _sweep(model, batch_sizes, seq_lens, out_dir, dtype, device, repeats, weight
                     continue
             if progress:
                 print(f"profiling batch {B}, sequence {S} ...", flush=True)
-            prof = profile_memory(str(model), weights=weights, max_tokens=int(S) - P, batch_size=int(B),
-                                  dtype=dtype, engine=engine, device=device, repeats=int(repeats), prompt_length=P)
-            prof["settings"] = settings
-            atomic_write_json(f, prof)
-            profiles.append(prof)
+            prof = profile_breakdown(str(model), weights=weights, max_tokens=int(S) - P, batch_size=int(B),
+                                     dtype=dtype, engine=engine, device=device, repeats=int(repeats),
+                                     prompt_length=P)
+            prof.settings = settings
+            prof.write(f)
+            profiles.append(prof.to_json())
     return profiles
 
 

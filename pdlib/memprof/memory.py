@@ -1,4 +1,4 @@
-"""Memory probes for the breakdown profiler: cache bytes, per-forward-pass spikes, totals.
+"""Memory probes for the breakdown profiler: devices, cache bytes, per-forward-pass spikes, totals.
 
 Two trackers with one interface (``start()``, forward pre/post hooks, ``stop() -> dict``):
 
@@ -22,6 +22,31 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+
+
+def resolve_device(torch, device) -> tuple[str, list[int]]:
+    """``(device, GPU indices)``: ``None`` -> cuda when available, else cpu; ``cuda`` -> the
+    current GPU; ``auto`` -> every visible GPU (the model sharded with ``device_map="auto"``)."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = str(device)
+    if device != "cpu" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} needs CUDA, and torch.cuda.is_available() is False here")
+    if device == "auto":
+        return "auto", list(range(torch.cuda.device_count()))
+    if device.startswith("cuda"):
+        idx = int(device.split(":")[1]) if ":" in device else torch.cuda.current_device()
+        return f"cuda:{idx}", [idx]
+    if device == "cpu":
+        return "cpu", []
+    raise ValueError(f"device must be cpu, cuda, cuda:N or auto, got {device!r}")
+
+
+def check_run_args(max_tokens, batch_size, repeats) -> None:
+    """ValueError naming the first of ``max_tokens``, ``batch_size``, ``repeats`` that is not an integer >= 1."""
+    for name, v in (("max_tokens", max_tokens), ("batch_size", batch_size), ("repeats", repeats)):
+        if int(v) != v or v < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
 
 
 def cache_tensors(cache):

@@ -22,26 +22,10 @@ from urllib.parse import urlparse
 
 import yaml
 
-from . import theory
+from .. import theory
 
 MODELS_YAML = Path(__file__).with_name("models.yaml")
 
-# The 2-layer Qwen3 that tests, the CPU smoke benchmarks and the breakdown notebook build with
-# random weights (one definition; the grid's tiny-qwen3 in params/ uses the real Qwen3 vocabulary).
-TINY_QWEN3 = dict(vocab_size=2048, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=2, head_dim=32,
-                  max_position_embeddings=4096, tie_word_embeddings=True)
-
-
-def save_random_qwen3(out_dir, *, seed: int = 0, **config) -> Path:
-    """A random-weight Qwen3 (fp32, after ``torch.manual_seed(seed)``) saved with
-    ``save_pretrained``; ``config`` overrides entries of ``TINY_QWEN3``."""
-    import torch
-    import transformers
-    torch.manual_seed(seed)
-    cfg = transformers.Qwen3Config(**{**TINY_QWEN3, **config}, torch_dtype="float32")
-    transformers.Qwen3ForCausalLM(cfg).save_pretrained(out_dir)
-    return Path(out_dir)
 # model types whose parameter count count_parameters computes analytically (tested against
 # transformers' meta-device build); others fall back to transformers itself.
 ANALYTIC_TYPES = ("llama", "mistral", "qwen2", "qwen3")

@@ -21,10 +21,12 @@ from __future__ import annotations
 
 from pdlib import theory
 
-GB = 1e9
+from .result import COMPONENTS as _MEASURED
+from .result import GB
+
 TOLERANCE_PCT = 5.0
 OVERHEAD_FRACTION = 0.10
-COMPONENTS = ("model_weights_gb", "kv_cache_gb", "activations_gb", "framework_overhead_gb")
+COMPONENTS = _MEASURED[:-1]         # the calculated ones; total_gb is their sum
 _CALC_FLAG = {"model_weights_gb": "calc_weights", "kv_cache_gb": "calc_kv",
               "activations_gb": "calc_activations", "framework_overhead_gb": "calc_overhead"}
 

@@ -1,10 +1,21 @@
-"""Figures of notebook 05 (matplotlib; every axis labelled with units), saved as PNG + PDF."""
+"""Figures of notebook 05, the memory breakdown (matplotlib; every axis labelled with units),
+saved as PNG + PDF. They take the frames of ``pdlib.memprof.sweep`` (plain DataFrames)."""
 from __future__ import annotations
 
 import numpy as np
 
+from .plots import write_figure
+
 PARTS = (("model_weights_gb", "weights"), ("kv_cache_gb", "KV cache"), ("activations_gb", "activations"),
          ("framework_overhead_gb", "framework overhead"))
+
+
+def _labelled(ax, xlabel, ylabel, title):
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return ax
 
 
 def plot_breakdown(df, ax=None):
@@ -21,11 +32,8 @@ def plot_breakdown(df, ax=None):
     if "total_gb" in df and df["total_gb"].notna().any():
         ax.scatter(x, df["total_gb"], marker="_", s=400, color="k", label="measured total", zorder=3)
     ax.set_xticks(x, df["config"], rotation=45, ha="right")
-    ax.set_xlabel("configuration (batch B, total sequence length S in tokens)")
-    ax.set_ylabel("memory (GB)")
-    ax.set_title("Memory breakdown per configuration")
-    ax.legend(fontsize=8)
-    return ax
+    return _labelled(ax, "configuration (batch B, total sequence length S in tokens)", "memory (GB)",
+                     "Memory breakdown per configuration")
 
 
 def plot_compare(cmp, ax=None):
@@ -43,11 +51,8 @@ def plot_compare(cmp, ax=None):
                    label="calculated (pdlib.theory)" if i == 0 else None)
     ax.set_yscale("log")
     ax.set_xticks(range(len(comps)), [labels[c] for c in comps])
-    ax.set_xlabel("component")
-    ax.set_ylabel("memory (GB, log scale)")
-    ax.set_title("Measured vs calculated per component")
-    ax.legend(fontsize=8)
-    return ax
+    return _labelled(ax, "component", "memory (GB, log scale)",
+                     "Measured vs calculated per component")
 
 
 def plot_error(cmp, ax=None):
@@ -61,11 +66,8 @@ def plot_error(cmp, ax=None):
         ax.bar(np.arange(len(piv)) + j * w, piv[c].astype(float), width=w, label=dict(PARTS)[c])
     ax.axhline(0, color="k", lw=0.8)
     ax.set_xticks(np.arange(len(piv)) + 0.4 - w / 2, piv.index, rotation=45, ha="right")
-    ax.set_xlabel("configuration (batch B, total sequence length S in tokens)")
-    ax.set_ylabel("error (calculated - measured) / measured (%)")
-    ax.set_title("Calculator error per component")
-    ax.legend(fontsize=8)
-    return ax
+    return _labelled(ax, "configuration (batch B, total sequence length S in tokens)",
+                     "error (calculated - measured) / measured (%)", "Calculator error per component")
 
 
 def plot_kv_growth(kv, ax=None):
@@ -77,15 +79,11 @@ def plot_kv_growth(kv, ax=None):
     t = np.sort(kv["tokens"].to_numpy())
     per_tok = (kv["formula_bytes_total_sequence"] / kv["tokens"]).iloc[0]
     ax.plot(t, per_tok * t / 1e6, "k--", label=f"formula: {per_tok:.0f} B/token x B x S")
-    ax.set_xlabel("batch x total sequence length (tokens)")
-    ax.set_ylabel("KV cache (MB)")
-    ax.set_title("KV cache growth vs kv_bytes_per_token formula")
-    ax.legend(fontsize=8)
-    return ax
+    return _labelled(ax, "batch x total sequence length (tokens)", "KV cache (MB)",
+                     "KV cache growth vs kv_bytes_per_token formula")
 
 
 def save_figure(fig, out_dir, name) -> list[str]:
     """Write ``name.png`` and ``name.pdf`` into ``out_dir``; returns the paths."""
-    from pdlib.report.plots import write_figure
     fig.tight_layout()
     return [str(p) for p in write_figure(fig, out_dir, name, exts=("png", "pdf"))]

@@ -1,0 +1,39 @@
+"""Step timing of the native engine: CUDA events around each step's device work, read once at
+the end (no per-step synchronisation); ``time.perf_counter`` on CPU."""
+from __future__ import annotations
+
+import time
+
+import torch
+
+
+class StepTimer:
+    """``t0 = start()`` ... ``stop(t0)`` per step; ``collect()`` -> seconds per step, in order."""
+
+    def __init__(self, device):
+        self.cuda = torch.device(device).type == "cuda"
+        self.marks = []
+
+    def start(self):
+        if self.cuda:
+            e = torch.cuda.Event(enable_timing=True)
+            e.record()
+            return e
+        return time.perf_counter()
+
+    def stop(self, start) -> None:
+        if self.cuda:
+            e = torch.cuda.Event(enable_timing=True)
+            e.record()
+            self.marks.append((start, e))
+        else:
+            self.marks.append(time.perf_counter() - start)
+
+    def collect(self) -> list[float]:
+        if self.cuda:
+            torch.cuda.synchronize()
+            out = [s.elapsed_time(e) / 1e3 for s, e in self.marks]
+        else:
+            out = list(self.marks)
+        self.marks = []
+        return out
