@@ -34,9 +34,10 @@ from pdlib.serving.orchestrator import BadServerAnswer, run_profile
 from pdlib.serving.requests import OUTCOMES
 from pdlib.serving.workload import PromptBuilder, build_workload, write_workload
 
-TIMEOUT = 0.6              # REQUEST_TIMEOUT of every run (s); "slow" faults sleep past it
+TIMEOUT = 1.5              # REQUEST_TIMEOUT of every run (s): far above a healthy answer's time here
+SLOW_S = TIMEOUT + 2.5     # how long "slow" faults keep the client waiting
 SERVER_LIFETIME = 120.0    # a fault server closes itself after this long ...
-SERVER_MAX_REQUESTS = 400  # ... or after this many HTTP requests
+SERVER_MAX_REQUESTS = 5000 # ... or after this many HTTP requests (scrapes included)
 
 # fault -> the outcome the profiler must record for it
 EXPECTED = {
@@ -60,7 +61,7 @@ CLASSES = {
     "server_dies": (["ok"], 8, {"die_after": True}),
     "models_malformed": (["ok"], 10, {"models": True}),
     "metrics_broken": (["ok"], 8, {"metrics": True}),
-    "mixed": (list(EXPECTED), 12, {}),
+    "mixed": (list(EXPECTED), 20, {}),
 }
 FUZZ_TABLE: dict[str, dict] = {}
 
@@ -152,8 +153,8 @@ class FaultServer:
                     self.in_flight -= 1
             else:
                 await _respond(writer, 404, b"{}")
-        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError, OSError):
-            pass
+        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError, OSError, asyncio.CancelledError):
+            pass   # client gone, or this server shutting down (its pending handlers are cancelled)
         finally:
             self._writers.discard(writer)
             with contextlib.suppress(Exception):
@@ -206,7 +207,7 @@ class FaultServer:
             _reset(writer)
             return
         if fault == "slow_headers":
-            await asyncio.sleep(TIMEOUT * 3)
+            await asyncio.sleep(SLOW_S)
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n"
                      b"Connection: close\r\n\r\n")
 
@@ -225,7 +226,7 @@ class FaultServer:
                     writer.close()
                     return
                 if fault == "stall_mid_stream":
-                    await asyncio.sleep(TIMEOUT * 3)
+                    await asyncio.sleep(SLOW_S)
                 if fault == "sse_garbage_line":
                     await send("this line is not server-sent events\n\n")
                 if fault == "json_invalid":
@@ -330,7 +331,7 @@ def _one_run(klass: str, i: int, base: Path, capture) -> dict:
     faults = {_key(r["prompt"]): expect[r["request_id"]] for r in recs}
     die_after = 1 + i % len(recs) if server_faults.get("die_after") else None
     model_name = "fuzz" if not (server_faults.get("models") and i % 2) else ""
-    cfg = ServingConfig(output_dir=str(tmp / "out"), request_timeout=TIMEOUT, metrics_interval_ms=20,
+    cfg = ServingConfig(output_dir=str(tmp / "out"), request_timeout=TIMEOUT, metrics_interval_ms=50,
                         tokenizer="none", model_name=model_name, run_tag=f"{klass}{i}")
     with FaultServer(faults, seed=i, die_after=die_after, models=server_faults.get("models", False),
                      metrics=server_faults.get("metrics", False)) as srv:
@@ -365,7 +366,7 @@ def _merge(into: dict, s: dict):
 
 @pytest.mark.parametrize("klass", list(CLASSES))
 def test_fault_class(klass, tmp_path, capfd):
-    """All runs of one fault class, four at a time (each with its own fault server)."""
+    """All runs of one fault class, six at a time (each with its own fault server)."""
     lock = threading.Lock()
 
     def capture():
@@ -373,7 +374,7 @@ def test_fault_class(klass, tmp_path, capfd):
             out, err = capfd.readouterr()
             return out + err
     total = _new_stats()
-    with ThreadPoolExecutor(4) as pool:
+    with ThreadPoolExecutor(6) as pool:
         for s in pool.map(lambda i: _one_run(klass, i, tmp_path, capture), range(CLASSES[klass][1])):
             _merge(total, s)
     total["tracebacks"] += capture().count("Traceback")
@@ -383,8 +384,8 @@ def test_fault_class(klass, tmp_path, capfd):
 
 def _interrupt_after(n: int):
     def hook(i):
-        if i == n:
-            os.kill(os.getpid(), signal.SIGINT)
+        if i == n:   # shortly after the n-th completion request arrived: it is in flight
+            threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
     return hook
 
 
@@ -397,10 +398,12 @@ def test_ctrl_c_mid_run(in_loop, tmp_path, capfd):
     stats = _new_stats()
     for i in range(4):
         recs, wl = _workload(tmp_path / f"c{i}", 500 + i, n_per_condition=4)
-        faults = {_key(r["prompt"]): "stall_mid_stream" for r in recs}   # still in flight at Ctrl-C
+        # the first condition (c=1) streams normally; the second (c=3) stalls: Ctrl-C lands
+        # while 1 + i % 3 of its requests are in flight
+        faults = {_key(r["prompt"]): "stall_mid_stream" if r["concurrency"] == 3 else "ok" for r in recs}
         cfg = ServingConfig(output_dir=str(tmp_path / f"c{i}" / "out"), request_timeout=30, metrics_interval_ms=20,
                             tokenizer="none", model_name="fuzz")
-        with FaultServer(faults, on_completion=_interrupt_after(2 + i)) as srv:
+        with FaultServer(faults, on_completion=_interrupt_after(5 + i % 3)) as srv:
             cfg = cfg.replace(vllm_url=srv.url)
             stats["runs"] += 1
             with pytest.raises(KeyboardInterrupt):

@@ -156,19 +156,61 @@ def test_modules_stay_small():
     assert not over, f"modules over {MAX_LINES} lines: {over}"
 
 
-# vLLM's and papermill's modules need their optional extras; a missing extra is a skip with
-# its reason, any other import error fails.
-@pytest.mark.parametrize("name", sorted(MODULES))
-def test_module_imports_alone(name):
-    code = f"import importlib; importlib.import_module({name!r})"
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
-    if r.returncode and "ModuleNotFoundError" in r.stderr and "pdlib" not in r.stderr.splitlines()[-1]:
-        pytest.skip(f"optional dependency missing: {r.stderr.strip().splitlines()[-1]}")
-    assert r.returncode == 0, f"import {name} failed:\n{r.stderr[-3000:]}"
+# Each pdlib module imported first in a fresh pdlib state (what catches a circle that only bites
+# at import time): one interpreter pre-imports the heavy third-party packages, then forks a child
+# per module, so each child starts with no pdlib module loaded. A missing optional extra is a
+# skip with its reason; any other import error fails.
+IMPORTABLE = sorted(n for n in MODULES if not n.endswith("__main__"))   # __main__ runs the CLI
+_FORK_IMPORTS = r"""
+import importlib, json, os, sys, traceback
+for heavy in ("numpy", "pandas", "matplotlib.pyplot", "yaml", "torch", "transformers", "papermill", "vllm"):
+    try:
+        importlib.import_module(heavy)
+    except Exception:
+        pass
+assert not [m for m in sys.modules if m == "pdlib" or m.startswith("pdlib.")]
+out = {}
+for name in json.loads(sys.argv[1]):
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        try:
+            importlib.import_module(name)
+            msg = "ok"
+        except ModuleNotFoundError as e:
+            msg = ("skip: " if not (e.name or "").startswith("pdlib") else "error: ") + traceback.format_exc()
+        except BaseException:
+            msg = "error: " + traceback.format_exc()
+        os.write(w, msg.encode())
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as f:
+        out[name] = f.read()
+    os.waitpid(pid, 0)
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def fresh_imports():
+    import json
+    r = subprocess.run([sys.executable, "-c", _FORK_IMPORTS, json.dumps(IMPORTABLE)], check=False, capture_output=True,
+                       text=True, cwd=ROOT, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("name", IMPORTABLE)
+def test_module_imports_alone(name, fresh_imports):
+    msg = fresh_imports.get(name, "error: not reported")
+    if msg.startswith("skip: "):
+        pytest.skip(f"optional dependency missing: {msg.strip().splitlines()[-1]}")
+    assert msg == "ok", f"import {name} failed:\n{msg[-3000:]}"
 
 
 def test_import_every_module_in_one_process():
-    for name in sorted(MODULES):
+    for name in IMPORTABLE:
         try:
             importlib.import_module(name)
         except ModuleNotFoundError as e:

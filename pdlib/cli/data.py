@@ -1,5 +1,6 @@
 """``pdlib data stats``: length statistics of a workload (count, mean/median/p95/max of input and
-output tokens, p = 1/mean output, skipped, truncated)."""
+output tokens, p = 1/mean output, skipped with the count per reason, truncated). Bad input exits 2
+with one line naming the file, record and field (or the spec field and its allowed range)."""
 from __future__ import annotations
 
 from .output import CLIError, emit

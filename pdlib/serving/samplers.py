@@ -177,9 +177,12 @@ async def scrape_loop(url: str, path, interval_ms: int, timeout: float, max_in_f
                     await asyncio.wait_for(stop.wait(), next_t - time.monotonic())
                 except TimeoutError:
                     pass
-            await one(client)                 # one sample after the last request
-            if in_flight:
-                await asyncio.wait(in_flight, timeout=timeout + 1)
+            last = asyncio.create_task(one(client))   # one sample after the last request
+            in_flight.add(last)
+            done, pending = await asyncio.wait(in_flight, timeout=timeout + 0.5)
+            for task in pending:              # a server that never answers: stop anyway
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
     finally:
         writer.close()
     return stats

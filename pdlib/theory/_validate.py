@@ -71,6 +71,17 @@ def _check_eps(eps):
     return a
 
 
+def _int_count(name, n):
+    """A count computed in floats (a batch size, N*) as int64; NaN or beyond 2^62 is a ValueError
+    (``astype`` would wrap it into a garbage negative number)."""
+    n = np.asarray(n, dtype=float)
+    if np.any(~np.isfinite(n)) or np.any(np.abs(n) > 2.0**62):
+        shown = n.item() if n.ndim == 0 else n[~np.isfinite(n) | (np.abs(n) > 2.0**62)][:3]
+        raise ValueError(f"{name} = {shown} is out of range (not finite, or beyond 2^62): the inputs overflow "
+                         "floating point")
+    return n.astype(np.int64)
+
+
 def _out(a):
     a = np.asarray(a)
     return a.item() if a.ndim == 0 else a

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validate import _check_N, _check_nonneg, _check_pos, _finite, _out
+from ._validate import _check_N, _check_nonneg, _check_pos, _finite, _int_count, _out
 
 # --------------------------------------------------------------------------- seed 004: GPU budget
 
@@ -30,7 +30,7 @@ def b_mem(eta_, mu):
     """Seed 004's memory-bound batch: ``b_mem = floor((eta - L0)/mu)``, mu = tokens per request."""
     eta_ = _check_nonneg("eta", eta_)
     mu = _check_pos("mu", mu)
-    return _out(np.floor((eta_ - 0.1 * eta_) / mu).astype(np.int64))
+    return _out(_int_count("b_mem", np.floor((eta_ - 0.1 * eta_) / mu)))
 
 
 def b_target(b_mem_, b_sla, B_MAX):

@@ -5,7 +5,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validate import _check_eps, _check_N, _check_nonneg, _check_p, _check_pos, _check_theta, _finite, _out
+from ._validate import (
+    _check_eps,
+    _check_N,
+    _check_nonneg,
+    _check_p,
+    _check_pos,
+    _check_theta,
+    _finite,
+    _int_count,
+    _out,
+)
 
 # --------------------------------------------------------------------------- memory (KV tokens)
 
@@ -90,7 +100,7 @@ def N_star_prop3(C, theta, p, mu_L, eps):
     C = _check_nonneg("C", C)
     eps = _check_eps(eps)
     n = np.floor((C - np.asarray(kappa(p, mu_L)) * -np.log(eps)) / np.asarray(D(theta, p, mu_L)))
-    return _out(np.maximum(n, 0).astype(np.int64))
+    return _out(_int_count("N*", np.maximum(n, 0)))
 
 
 def sigma_S(p, var_L=0.0):
@@ -111,7 +121,7 @@ def N_star_clt(C, theta, p, mu_L, eps, var_L=0.0):
     # guard against rounding at the boundary (either side)
     n = np.where(n * Dv + b * np.sqrt(n) > C, n - 1, n)
     n = np.where((n + 1) * Dv + b * np.sqrt(n + 1) <= C, n + 1, n)
-    return _out(np.maximum(n, 0).astype(np.int64))
+    return _out(_int_count("N* (CLT)", np.maximum(n, 0)))
 
 def memory_model(N, k, p, mu_L, var_L=0.0) -> dict:
     """Every memory prediction for one (N, k, p, mu_L, Var_L) setting, as plain floats:
