@@ -408,7 +408,7 @@ def test_ctrl_c_mid_run(in_loop, tmp_path, capfd):
             stats["runs"] += 1
             with pytest.raises(KeyboardInterrupt):
                 if in_loop:
-                    async def cell():
+                    async def cell(cfg=cfg, wl=wl):
                         return run_profile(cfg, workload_path=wl)
                     loop = asyncio.new_event_loop()
                     try:
@@ -419,7 +419,7 @@ def test_ctrl_c_mid_run(in_loop, tmp_path, capfd):
                     run_profile(cfg, workload_path=wl)
         out, err = capfd.readouterr()
         run_dir = next((tmp_path / f"c{i}" / "out").iterdir())
-        rows, summary, manifest = _check_run(run_dir, recs, None, stats, out + err)
+        rows, _, manifest = _check_run(run_dir, recs, None, stats, out + err)
         assert manifest["status"] == "interrupted" and manifest["message"].startswith("interrupted")
         outcomes = {r["outcome"] for r in rows}
         assert outcomes <= {"ok", "cancelled", "not_sent"} and "cancelled" in outcomes, outcomes

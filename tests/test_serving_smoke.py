@@ -39,7 +39,7 @@ def test_config_env_and_overrides():
     assert cfg.n_per_condition == 5 and cfg.run_tag == "x"
     with pytest.raises(ValueError, match="INPUT_LENS"):
         sc.from_env(env={"INPUT_LENS": "12,abc"})
-    with pytest.raises(ValueError, match="prefix_modes"):
+    with pytest.raises(ValueError, match="PREFIX_MODES='medium': must be one or more of low, high"):
         sc.from_env(env={"PREFIX_MODES": "medium"})
 
 
@@ -153,3 +153,87 @@ def test_cli_workload_offline_and_unreachable_server(qwen3_dir, tmp_path, capsys
                "--url", f"http://127.0.0.1:{free_port()}"])
     err = capsys.readouterr().err
     assert rc == 2 and "cannot reach server" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_config_checks_every_value():
+    """NaN/inf/negative timeouts, zero lengths, bad URLs: refused, the message names the field
+    (config) or the variable (environment)."""
+    for field, bad in [("request_timeout", float("nan")), ("request_timeout", float("inf")), ("request_timeout", 0),
+                       ("input_lens", (0,)), ("concurrencies", ()), ("n_per_condition", 1.5),
+                       ("metrics_interval_ms", 0), ("vllm_url", "localhost:8000"), ("run_tag", "a/b"),
+                       ("prefix_modes", ("medium",)), ("seed", -1)]:
+        with pytest.raises(ValueError, match=f"^{field} must be"):
+            sc.ServingConfig(**{field: bad})
+    with pytest.raises(ValueError, match=r"^REQUEST_TIMEOUT='nan': must be a finite number"):
+        sc.from_env(env={"REQUEST_TIMEOUT": "nan"})
+    assert sc.ServingConfig(request_timeout="2.5").request_timeout == 2.5
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["run", "--request-timeout", "nan"], "--request-timeout"),
+    (["run", "--request-timeout", "-3"], "--request-timeout"),
+    (["run", "--concurrencies", "0,4"], "--concurrencies"),
+    (["run", "--n-per-condition", "many"], "--n-per-condition"),
+    (["run", "--url", "127.0.0.1:8000"], "--url"),
+    (["run", "--metrics-interval-ms", "0"], "--metrics-interval-ms"),
+    (["requests", "w.jsonl", "-o", "t.csv", "--request-timeout", "inf"], "--request-timeout"),
+    (["sample", "-o", "g.csv", "--duration", "nan"], "--duration"),
+])
+def test_cli_refuses_bad_options_in_one_line(argv, flag, capsys):
+    from pdlib.cli import main
+    rc = main(["serve-profile", *argv])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert f"error: {flag} must be" in err
+
+
+def test_run_sync_inside_a_running_loop():
+    """The notebook path: run_sync from a thread whose event loop is running (Jupyter)."""
+    import asyncio
+
+    from pdlib.serving.requests import run_sync
+
+    async def work(x):
+        await asyncio.sleep(0.01)
+        return x + 1
+
+    async def cell():
+        return run_sync(lambda: work(1))
+    assert run_sync(lambda: work(0)) == 1
+    assert asyncio.run(cell()) == 2
+
+    async def boom():
+        raise KeyError("inner")
+
+    async def cell_boom():
+        return run_sync(boom)
+    with pytest.raises(KeyError, match="inner"):
+        asyncio.run(cell_boom())
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+@pytest.mark.notebooks
+def test_notebook_default_mode_profiles_now(tmp_path, qwen3_dir):
+    """Notebook 06 as shipped (no run_dir, no vllm_url: launch a tiny local vLLM, profile,
+    plot), executed by papermill, whose kernel runs an event loop."""
+    import time
+    from pathlib import Path
+
+    pm = pytest.importorskip("papermill")
+    pytest.importorskip("vllm")
+    nb = Path(__file__).resolve().parents[1] / "notebooks" / "06_serving_memory_pressure.ipynb"
+    out, runs = tmp_path / "06.ipynb", tmp_path / "runs"
+    t0 = time.monotonic()
+    pm.execute_notebook(str(nb), str(out), parameters={"output_dir": str(runs)}, kernel_name="python3",
+                        cwd=str(nb.parent), progress_bar=False)
+    elapsed = time.monotonic() - t0
+    cells = json.loads(out.read_text())["cells"]
+    outputs = [o for c in cells if c["cell_type"] == "code" for o in c.get("outputs", [])]
+    assert not any(o.get("output_type") == "error" for o in outputs)
+    assert any("image/png" in o.get("data", {}) for o in outputs)
+    (run_dir,) = runs.iterdir()
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert manifest["status"] == "complete" and summary["overall"]["n"] == summary["overall"]["n_ok"] == 32
+    assert elapsed < 300, elapsed

@@ -193,7 +193,7 @@ def _model(name: str, dtype):
                 raise CLIError(f"{where}: text_config must be a JSON object")
             for key in _ARCH_FIELDS:
                 if tc.get(key) is not None:
-                    T._config_int(tc, key, "config")
+                    T.config_int(tc, key, "config")
             if dtype is None:   # the dtype models.get_model takes from the config
                 T.dtype_name(str(c.get("torch_dtype") or c.get("dtype") or "float16"))
         return get_model(name)

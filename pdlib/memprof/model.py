@@ -17,15 +17,20 @@ DEFAULT_PROMPT = ("Explain, step by step, how a large language model serves many
 
 
 def load_tokenizer(model: str):
-    """The model's tokenizer, or None when the folder/ID has none."""
+    """The model's tokenizer (through pdlib's one tokenizer loader, ``pdlib.data.load_tokenizer``),
+    or None when the folder has none or a Hub ID is neither cached nor reachable. A local
+    tokenizer that is broken is an error, never a silent fallback to bytes."""
     p = Path(model)
     if p.is_dir() and not any((p / f).exists() for f in ("tokenizer.json", "vocab.json", "tokenizer.model",
                                                           "tokenizer_config.json")):
         return None
+    from pdlib.data import load_tokenizer as load
+    from pdlib.data.errors import DataError
     try:
-        from transformers import AutoTokenizer
-        return AutoTokenizer.from_pretrained(str(model))
-    except (OSError, ValueError, ImportError, KeyError):
+        return load(str(model)).hf
+    except DataError:
+        if p.exists():
+            raise
         return None
 
 

@@ -117,17 +117,19 @@ def count_parameters_transformers(config: dict) -> int:
 def _arch(c: dict, where: str) -> dict:
     c = c.get("text_config", c) if "num_hidden_layers" not in c else c
     try:
-        H, nh = int(c["hidden_size"]), int(c["num_attention_heads"])
+        field_ = lambda k: theory.config_int(c, k, where)  # an integer in 1..10^7, named in the error
+        H, nh = field_("hidden_size"), field_("num_attention_heads")
         out = {"model_type": str(c.get("model_type", "unknown")),
-               "num_hidden_layers": int(c["num_hidden_layers"]), "num_attention_heads": nh,
-               "num_key_value_heads": int(c.get("num_key_value_heads") or nh),
-               "head_dim": int(c.get("head_dim") or H // nh), "hidden_size": H,
-               "intermediate_size": int(c.get("intermediate_size") or 0),
-               "vocab_size": int(c["vocab_size"])}
+               "num_hidden_layers": field_("num_hidden_layers"), "num_attention_heads": nh,
+               "num_key_value_heads": field_("num_key_value_heads") if c.get("num_key_value_heads") else nh,
+               "head_dim": field_("head_dim") if c.get("head_dim") else H // nh, "hidden_size": H,
+               "intermediate_size": field_("intermediate_size") if c.get("intermediate_size") else 0,
+               "vocab_size": field_("vocab_size")}
     except KeyError as e:
         raise ValueError(f"{where}: config has no {e.args[0]!r} (needed for the model's architecture)") from None
     except (TypeError, ValueError) as e:
-        raise ValueError(f"{where}: bad architecture field in config: {e}") from None
+        msg = str(e)
+        raise ValueError(msg if msg.startswith(where) else f"{where}: bad architecture field in config: {msg}") from None
     return out
 
 

@@ -58,7 +58,7 @@ class ServingConfig:
 # --------------------------------------------------------------------------- value checks
 def _int(v) -> int:
     if isinstance(v, bool) or not isinstance(v, (int, float, str)):
-        raise ValueError
+        raise TypeError
     if isinstance(v, float) and not v.is_integer():
         raise ValueError
     return int(v)

@@ -217,7 +217,7 @@ def _finish(run_dir: Path, cfg: ServingConfig, manifest: dict, stopped_by, kv) -
     """Write summary.json, then the manifest with the run's status and its one-line message."""
     sampler = {"interval_ms": cfg.metrics_interval_ms, "error": kv.error if kv else "not started",
                "rows": kv.n_rows if kv else 0, "failed_scrapes": kv.n_errors if kv else 0,
-               "skipped_ticks": kv.n_skipped if kv else 0}
+               "skipped_ticks": kv.n_skipped if kv else 0, "max_tick_late_s": kv.max_tick_late_s if kv else None}
     try:
         summary = summarize(run_dir, sampler=sampler)
     except Exception as e:  # noqa: BLE001 - the manifest must still be written

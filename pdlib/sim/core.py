@@ -29,6 +29,12 @@ durations, ids) is then built for the whole run with numpy difference arrays
 loop -- ``pdlib.steploop``, the loop the native engine runs; tests check that both give
 identical logs. Lengths come from ``samplers``; the engine-protocol wrapper is
 ``pdlib.engines.sim.SimEngine``.
+
+Pairing: real workloads come as (input, output) pairs whose lengths are dependent (a long
+prompt often gets a short answer). Given both as arrays, ``simulate`` draws whole pairs
+(``pairing="joint"``, the default); ``pairing="independent"`` resamples the two arrays on
+their own -- the paper's independence assumption, named so. A ``Workload`` is served in
+order, pairs intact.
 """
 
 from __future__ import annotations
@@ -60,6 +66,7 @@ def simulate(
     record_steps: bool = True,
     max_tokens: int | None = None,
     kv_bytes_per_token: int | None = None,
+    pairing: str = "joint",
 ) -> SimResult:
     """Simulate exclusive batching with ``N`` slots (see the module docstring for the counting).
 
@@ -69,6 +76,13 @@ def simulate(
     replacement; an int -> constant; any ``Sampler`` (``InOrder`` for exact order).
     Input lengths likewise (required unless ``workload`` is given). ``workload``: a
     ``Workload`` whose reference lengths are used in order (overrides both).
+    ``pairing``: when both ``input_lens`` and ``output_lens`` are arrays (or ``Empirical``)
+    they are read as paired samples -- element i of each is one request's (input, output) --
+    and ``"joint"`` (the default) resamples whole pairs, keeping the workload's input/output
+    dependence (the arrays must then have the same length); ``"independent"`` resamples
+    each array on its own (inputs independent of outputs: the theory's assumption, and what
+    ``simulate`` did before pairing existed). With one array, or samplers of another kind,
+    there is nothing to pair and ``pairing`` has no effect.
     Stop after ``steps`` steps (the queue never empties; the last cycle is cut) and/or
     after ``num_requests`` requests have been served (the batch then drains).
     ``timing`` defaults to ``DEFAULT_TIMING``. ``seed`` fixes the lengths: request i has the
@@ -88,10 +102,19 @@ def simulate(
     if input_lens is None:
         raise ValueError("input_lens is required: an int (constant), an array (resampled) or a sampler")
     out_s, in_s = as_sampler(output_lens, "output_lens"), as_sampler(input_lens, "input_lens")
+    if pairing not in ("joint", "independent"):
+        raise ValueError(f"pairing must be 'joint' or 'independent', got {pairing!r}")
+    paired = pairing == "joint" and isinstance(out_s, Empirical) and isinstance(in_s, Empirical)
+    if paired and in_s.values.size != out_s.values.size:
+        raise ValueError(
+            f"pairing='joint' needs input_lens and output_lens of the same length (paired samples), got "
+            f"{in_s.values.size} and {out_s.values.size}; pass pairing='independent' to resample each on its own"
+        )
     for name, v in (("steps", steps), ("num_requests", num_requests), ("max_tokens", max_tokens)):
         if v is not None and (int(v) != v or v < 1):
             raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
-    stream = Stream(in_s, out_s, int(seed), None if num_requests is None else int(num_requests), max_tokens)
+    stream = Stream(in_s, out_s, int(seed), None if num_requests is None else int(num_requests), max_tokens,
+                    paired=paired)
     if stream.size is None and steps is None:
         raise ValueError("an unbounded length source needs steps= or num_requests=")
     eb = ExclusiveBatching(pol)
@@ -121,6 +144,7 @@ def simulate(
         "num_requests": num_requests,
         "max_tokens": max_tokens,
         "kv_bytes_per_token": kv_bytes_per_token,
+        "pairing": "joint" if paired else ("in order" if workload is not None else "independent"),
         "wall_s": wall,
         "loop_s": t_loop,
         "counting": "prefill emits token 1; L-1 decode steps; KV = input + generated, freed on finish",

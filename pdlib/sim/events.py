@@ -44,10 +44,13 @@ def as_policy(N: int, policy_or_k):
 
 class Stream:
     """Lazily drawn (input, output) lengths in fixed chunks, so request i has the same
-    lengths in every run with one seed however many requests a run consumes."""
+    lengths in every run with one seed however many requests a run consumes.
+    ``paired``: both samplers are ``Empirical`` over the same pairs; one index per request is
+    drawn (from the output stream's generator, so the outputs are those an unpaired run with
+    the same seed draws) and picks the input and the output of the same pair."""
 
-    def __init__(self, inp: Sampler, out: Sampler, seed: int, limit: int | None, max_tokens):
-        self.inp, self.out, self.max_tokens = inp, out, max_tokens
+    def __init__(self, inp: Sampler, out: Sampler, seed: int, limit: int | None, max_tokens, paired: bool = False):
+        self.inp, self.out, self.max_tokens, self.paired = inp, out, max_tokens, paired
         self.rng_in, self.rng_out = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
         sizes = [s.size for s in (inp, out) if s.size is not None] + ([limit] if limit is not None else [])
         self.size = min(sizes) if sizes else None
@@ -66,7 +69,11 @@ class Stream:
 
     def ensure(self, n: int) -> None:
         while self.n < n and (self.size is None or self.n < self.size):
-            i_, o_ = self._chunk(self.inp, self.rng_in), self._chunk(self.out, self.rng_out)
+            if self.paired:  # one index per request into both arrays (the output stream is the
+                idx = self.rng_out.integers(0, self.out.values.size, size=_CHUNK)  # same as unpaired)
+                i_, o_ = self.inp.values[idx], self.out.values[idx]
+            else:
+                i_, o_ = self._chunk(self.inp, self.rng_in), self._chunk(self.out, self.rng_out)
             m = min(len(i_), len(o_))
             i_, o_ = np.asarray(i_[:m], dtype=np.int64), np.asarray(o_[:m], dtype=np.int64)
             if m == 0:

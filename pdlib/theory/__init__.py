@@ -38,7 +38,7 @@ from .budget import L0, LatencyFit, T_latency, b_mem, b_SLA, b_target, eta, fit_
 from .kv import (  # noqa: F401
     CONFIG_INT_MAX,
     DTYPE_BYTES,
-    _config_int,
+    config_int,
     dtype_bytes,
     dtype_name,
     dtype_short,
@@ -78,3 +78,21 @@ from .timing import (
 )
 
 __all__ = ['CONFIG_INT_MAX', 'DTYPE_BYTES', 'E_X0', 'L0', 'N_MAX', 'D', 'D_seed000_misprint', 'E_X0_seed000_misprint', 'E_Xmax', 'KStar', 'LatencyFit', 'LinearFit', 'N_star_clt', 'N_star_prop3', 'T_latency', 'TimingModel', 'b_SLA', 'b_mem', 'b_target', 'drift', 'dtype_bytes', 'dtype_name', 'dtype_short', 'eta', 'fit_T_latency', 'fit_linear', 'fit_timing', 'k_star', 'kappa', 'kv_bytes_per_token', 'kv_bytes_per_token_seed004', 'memory_model', 'nu', 'oom_bound', 'p_ema', 'p_ema_inverse_mean', 'p_offline', 'sigma_S', 'tau', 'theta_star', 'throughput', 'variance', 'variance_approx']
+
+# Length-aware theory (issue 14): joint (input, output) lengths, any N*p, validity flags.
+from .lengths import (  # noqa: E402
+    KStarLengths,
+    LengthLaw,
+    MemoryLengths,
+    ThroughputLengths,
+    Validity,
+    geometric_law,
+    k_star_lengths,
+    length_law,
+    memory_model_lengths,
+    paper_validity,
+    throughput_lengths,
+)
+
+__all__ += ['KStarLengths', 'LengthLaw', 'MemoryLengths', 'ThroughputLengths', 'Validity', 'geometric_law',
+            'k_star_lengths', 'length_law', 'memory_model_lengths', 'paper_validity', 'throughput_lengths']

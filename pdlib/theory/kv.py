@@ -62,13 +62,13 @@ def kv_bytes_per_token(config, dtype: str | None = None) -> int:
     for key in ("num_hidden_layers", "num_attention_heads"):
         if key not in c:
             raise ValueError(f"{name}: config has no {key!r}")
-    layers = _config_int(c, "num_hidden_layers", name)
-    heads = _config_int(c, "num_attention_heads", name)
-    kv_heads = _config_int(c, "num_key_value_heads", name) if c.get("num_key_value_heads") else heads
+    layers = config_int(c, "num_hidden_layers", name)
+    heads = config_int(c, "num_attention_heads", name)
+    kv_heads = config_int(c, "num_key_value_heads", name) if c.get("num_key_value_heads") else heads
     if c.get("head_dim"):
-        head_dim = _config_int(c, "head_dim", name)
+        head_dim = config_int(c, "head_dim", name)
     elif "hidden_size" in c:
-        head_dim = _config_int(c, "hidden_size", name) // heads
+        head_dim = config_int(c, "hidden_size", name) // heads
     else:
         raise ValueError(f"{name}: config has neither 'head_dim' nor 'hidden_size'")
     dt = dtype or c.get("torch_dtype") or c.get("dtype") or "float16"
@@ -78,7 +78,7 @@ def kv_bytes_per_token(config, dtype: str | None = None) -> int:
 CONFIG_INT_MAX = 10**7   # bound on an architecture field (layers, heads, sizes) of a config
 
 
-def _config_int(c: dict, key: str, name: str = "model") -> int:
+def config_int(c: dict, key: str, name: str = "model") -> int:
     """``c[key]`` as an integer in 1..CONFIG_INT_MAX (integral floats accepted), else ValueError."""
     v = c[key]
     ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
