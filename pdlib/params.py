@@ -69,9 +69,40 @@ def load_spec(kind: str, name: str, params_dir=None, data_dir=None) -> dict:
         have = sorted(p.stem for p in (params_dir / f"{kind}s").glob("*.yaml"))
         raise FileNotFoundError(f"{path}: no {kind} named {name!r} (available: {', '.join(have) or 'none'})")
     spec = _subst(read_yaml(path), data_dir)
+    problems = check_spec(kind, spec)
+    if problems:
+        raise ValueError(f"{path}: " + "; ".join(problems))
     spec.setdefault("name", name)
     spec["_file"] = str(path)
     return spec
+
+
+# The keys each kind of parameter file may hold, with their types (checked on load: a typo or a
+# value of the wrong type is an error naming the file, never silently ignored).
+SPEC_KEYS = {
+    "dataset": {"name": str, "spec": dict, "description": str},
+    "model": {"name": str, "config": dict, "config_path": str, "hf_id": str, "tokenizer": str, "dtype": str,
+              "weights": str, "architecture": str, "description": str},
+    "engine": {"name": str, "engine": str, "config": dict, "timing": dict, "profile": dict, "model_as": str,
+               "description": str},
+}
+SPEC_CHOICES = {("model", "weights"): ("random", "pretrained"), ("engine", "engine"): ("sim", "native", "vllm"),
+                ("engine", "model_as"): ("path", "config")}
+
+
+def check_spec(kind: str, spec: dict) -> list[str]:
+    """The problems of one parameter file's mapping (empty when it is fine)."""
+    keys, out = SPEC_KEYS[kind], []
+    for k, v in spec.items():
+        if k not in keys:
+            out.append(f"unknown key {k!r} (allowed: {', '.join(sorted(keys))})")
+        elif not isinstance(v, keys[k]) or isinstance(v, bool):
+            out.append(f"{k!r} must be a {keys[k].__name__}, got {type(v).__name__} {v!r}")
+        elif (kind, k) in SPEC_CHOICES and v not in SPEC_CHOICES[kind, k]:
+            out.append(f"{k!r} must be one of {', '.join(SPEC_CHOICES[kind, k])}, got {v!r}")
+    if kind == "model" and not any(spec.get(k) for k in ("config", "config_path", "hf_id")):
+        out.append("a model needs 'config', 'config_path' or 'hf_id'")
+    return out
 
 
 @dataclass
