@@ -23,20 +23,8 @@ from pdlib.theory import lengths as LM
 
 DATA = os.environ.get("PDLIB_DATA_DIR", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
 TOK = os.path.join(DATA, "models", "qwen3-1.7b")
-SPECS = {
-    "alpaca": {"dataset": "alpaca", "path": "alpaca/alpaca_5000.json", "max_output_tokens": 256},
-    "sharegpt": {"dataset": "sharegpt", "path": "sharegpt/sharegpt_sample.json", "max_input_tokens": 1024,
-                 "max_output_tokens": 256},
-    "longbench": {"dataset": "longbench", "path": "longbench_v2", "max_output_tokens": 256},
-    "azure-conv": {"dataset": "azure-conv", "path": "traces/AzureLLMInferenceTrace_conv.csv",
-                   "max_input_tokens": 2048, "max_output_tokens": 512},
-    "azure-code": {"dataset": "azure-code", "path": "traces/AzureLLMInferenceTrace_code.csv",
-                   "max_input_tokens": 2048, "max_output_tokens": 512},
-    "burstgpt": {"dataset": "burstgpt", "path": "traces/burstgpt_slice.csv", "max_input_tokens": 2048,
-                 "max_output_tokens": 512},
-    "sharegpt-stats": {"dataset": "sharegpt-stats", "path": "traces/sharegpt_8k_filtered_stats_llama2_tokenizer.csv"},
-    "synthetic": {"dataset": "synthetic", "p": 0.02, "input_len": 128, "input_dist": "geometric"},
-}
+# the shipped workloads, as the grid loads them (params/datasets/<name>.yaml, Qwen3 tokenizer)
+SPECS = ["alpaca", "sharegpt", "longbench", "azure-conv", "azure-code", "burstgpt", "sharegpt-stats", "synthetic"]
 REGIMES = {
     "H200 Qwen3-8B": theory.TimingModel(1.28e-3, 2.49e-5, 8.92e-3, 4.59e-5),
     "RTX PRO 6000": theory.TimingModel(4.69e-3, 5.01e-5, 1.04e-2, 1.04e-4),
@@ -62,13 +50,8 @@ def pairs(name: str, seed: int = 0):
         out = np.where(m, rng.integers(600, 1200, m.size), rng.integers(5, 80, m.size))
         inp = np.where(m, rng.integers(1000, 3000, m.size), rng.integers(20, 400, m.size))
         return inp, out
-    from pdlib.data import load_workload
-    spec = dict(SPECS[name], seed=seed)
-    if "path" in spec:
-        spec["path"] = os.path.join(DATA, spec["path"])
-    if spec["dataset"] in ("alpaca", "sharegpt", "longbench"):
-        spec["tokenizer"] = TOK
-    w = load_workload(spec)
+    from pdlib.params import load_cell
+    w = load_cell(name, "tiny-qwen3", "sim", data_dir=DATA, seed=seed).load_workload()
     return np.asarray(w.input_lens), np.asarray(w.output_lens)
 
 

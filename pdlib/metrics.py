@@ -20,14 +20,21 @@ decode steps) together with the refill prefill(s) just before it.
   finite workload, or a run cut by a step limit);
 * with ``require_full`` (default) a phase must start with the full batch N
   (N = the largest decode batch in the log).
+
+``warmup="auto"`` assumes geometric outputs: on a heavy tail X0 is still climbing through the
+cycles it keeps. ``warmup="mser"`` detects the steady state from the X0 series itself
+(MSER-5, ``pdlib.verdicts.mser``: no assumption on the lengths; the initial-fill cycle is
+always dropped); ``Cycles.warmup_info`` says how many cycles were dropped and why.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+
+from pdlib import verdicts
 
 
 def _arrays(log) -> dict:
@@ -84,6 +91,7 @@ class Cycles:
     total: int  # decode phases in the log
     N: int  # the full batch (largest decode batch in the log)
     theta_hat: float  # mean refill / N over complete cycles after the first
+    warmup_info: dict = field(default_factory=dict)  # rule, cycles dropped, reason
 
     def __len__(self) -> int:
         return int(self.X0.size)
@@ -115,7 +123,7 @@ def auto_warmup(theta_hat: float, tol: float = 1e-3) -> int:
 def cycles(log, *, warmup="auto", require_full: bool = True, column: str = "kv_tokens") -> Cycles:
     """Steady-state memory cycles of a step log (see the module docstring).
 
-    ``warmup``: "auto", an int (cycles), or a float in (0, 1) (fraction of cycles).
+    ``warmup``: "auto", "mser", an int (cycles), or a float in (0, 1) (fraction of cycles).
     ``column``: the memory column (``kv_tokens``, or ``kv_bytes`` for bytes)."""
     a = _arrays(log)
     if column != "kv_tokens":
@@ -160,8 +168,18 @@ def cycles(log, *, warmup="auto", require_full: bool = True, column: str = "kv_t
     later = complete.copy()
     later[0] = False
     theta_hat = float(refill[later].mean() / N) if later.any() and N > 0 else float("nan")
-    if warmup == "auto":
+    keep = complete & (full if require_full else True)
+    info = {"rule": str(warmup)}
+    if warmup == "mser":
+        cand = np.nonzero(keep)[0]
+        cand = cand[cand >= 1]                     # the initial-fill cycle is never steady state
+        m = verdicts.mser(X0[cand])
+        w = max(1, int(cand[m["truncate"]]) if m["truncate"] < cand.size else total)
+        info.update(m, rule="MSER-5 on X0", reason=m["reason"] + f"; {w} cycle(s) dropped (initial fill included)")
+    elif warmup == "auto":
         w = auto_warmup(theta_hat)
+        info["reason"] = (f"geometric rule ceil(ln 1e-3 / ln(1 - theta_hat)) = {w} (assumes geometric outputs; "
+                          f"theta_hat = {theta_hat:.3g})")
     elif isinstance(warmup, float) and 0 < warmup < 1:
         w = math.ceil(warmup * total)
     elif warmup is None:
@@ -169,8 +187,10 @@ def cycles(log, *, warmup="auto", require_full: bool = True, column: str = "kv_t
     else:
         w = int(warmup)
         if w < 0:
-            raise ValueError(f"warmup must be 'auto', an int >= 0 or a fraction in (0, 1), got {warmup!r}")
-    keep = complete & (full if require_full else True)
+            raise ValueError(f"warmup must be 'auto', 'mser', an int >= 0 or a fraction in (0, 1), got {warmup!r}")
+    if "reason" not in info:
+        info["reason"] = f"{w} cycle(s) dropped as asked (warmup={warmup!r})"
+    info["dropped"] = int(min(w, total))
     keep[:w] = False
     return Cycles(
         starts[keep],
@@ -185,6 +205,7 @@ def cycles(log, *, warmup="auto", require_full: bool = True, column: str = "kv_t
         total,
         N,
         theta_hat,
+        info,
     )
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 
 import numpy as np
 import pytest
@@ -24,19 +23,8 @@ from pdlib.theory import lengths as LM
 from pdlib.theory.lengths_core import binom_sf
 from pdlib.theory.lengths_validity import ks_geometric, spearman
 
-SPECS = {
-    "alpaca": {"dataset": "alpaca", "path": "alpaca/alpaca_5000.json", "max_output_tokens": 256},
-    "sharegpt": {"dataset": "sharegpt", "path": "sharegpt/sharegpt_sample.json", "max_input_tokens": 1024,
-                 "max_output_tokens": 256},
-    "longbench": {"dataset": "longbench", "path": "longbench_v2", "max_output_tokens": 256},
-    "azure-conv": {"dataset": "azure-conv", "path": "traces/AzureLLMInferenceTrace_conv.csv",
-                   "max_input_tokens": 2048, "max_output_tokens": 512},
-    "azure-code": {"dataset": "azure-code", "path": "traces/AzureLLMInferenceTrace_code.csv",
-                   "max_input_tokens": 2048, "max_output_tokens": 512},
-    "burstgpt": {"dataset": "burstgpt", "path": "traces/burstgpt_slice.csv", "max_input_tokens": 2048,
-                 "max_output_tokens": 512},
-    "sharegpt-stats": {"dataset": "sharegpt-stats", "path": "traces/sharegpt_8k_filtered_stats_llama2_tokenizer.csv"},
-}
+# the shipped workloads, as the grid loads them (params/datasets/<name>.yaml)
+SPECS = ["alpaca", "sharegpt", "longbench", "azure-conv", "azure-code", "burstgpt", "sharegpt-stats"]
 REGIMES = {
     "h200": theory.TimingModel(1.28e-3, 2.49e-5, 8.92e-3, 4.59e-5),
     "rtx6000": theory.TimingModel(4.69e-3, 5.01e-5, 1.04e-2, 1.04e-4),
@@ -47,14 +35,11 @@ REGIMES = {
 
 @pytest.fixture(scope="module")
 def workloads(data_dir):
-    from pdlib.data import load_workload
+    from pdlib.params import load_cell
 
     out = {}
-    for name, spec in SPECS.items():
-        spec = dict(spec, seed=0, path=os.path.join(data_dir, spec["path"]))
-        if spec["dataset"] in ("alpaca", "sharegpt", "longbench"):
-            spec["tokenizer"] = str(data_dir / "models" / "qwen3-1.7b")
-        w = load_workload(spec)
+    for name in SPECS:
+        w = load_cell(name, "tiny-qwen3", "sim", data_dir=data_dir).load_workload()   # Qwen3 tokenizer
         out[name] = (np.asarray(w.input_lens), np.asarray(w.output_lens))
     return out
 
