@@ -35,11 +35,14 @@ def default_tokenizer_path() -> Path:
 
 
 def load_tokenizer(name_or_path: str):
-    from transformers import AutoTokenizer
+    """The transformers tokenizer of a folder or Hub id, through pdlib's one tokenizer loader
+    (``pdlib.data.load_tokenizer``: vocabulary checked, one clear error line)."""
+    from pdlib.data import load_tokenizer as load
+    from pdlib.data.errors import DataError
     try:
-        return AutoTokenizer.from_pretrained(str(name_or_path))
-    except Exception as e:  # noqa: BLE001 - re-raised as one clear line
-        raise ValueError(f"cannot load tokenizer {name_or_path!r}: {type(e).__name__}: {e}") from None
+        return load(str(name_or_path)).hf
+    except DataError as e:
+        raise ValueError(f"cannot load tokenizer {name_or_path!r}: {e}") from None
 
 
 _WORD = re.compile(r"^[a-z]{3,10}$")
