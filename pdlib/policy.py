@@ -43,25 +43,31 @@ class FixedK:
         return {"policy": self.name, "N": self.N, "k": self.k}
 
 
+#: Online estimators of p for ``DynamicKStar``; the first is the default.
+ESTIMATORS = ("inverse_mean", "paper")
+DEFAULT_ESTIMATOR = ESTIMATORS[0]
+
+
 @dataclass
 class DynamicKStar:
-    """k* recomputed from an online EMA of p (paper Sec. "online estimation").
+    """k* recomputed from an online estimate of p (paper Sec. "online estimation").
 
-    ``estimator="paper"``: ``p <- a*(1/L) + (1-a)*p`` on every completion with
-    output length L (``theory.p_ema``, the paper's rule; biased high for
-    geometric outputs because it tracks E[1/L]). ``estimator="inverse_mean"``:
-    ``m <- a*L + (1-a)*m``, ``p = 1/m`` (``theory.p_ema_inverse_mean``, unbiased).
+    ``estimator="inverse_mean"`` (the default): ``m <- a*L + (1-a)*m``, ``p = 1/m`` on every
+    completion with output length L (``theory.p_ema_inverse_mean``): 1/EMA(L) tracks 1/E[L] = p,
+    the offline estimate. ``estimator="paper"``: the paper's rule ``p <- a*(1/L) + (1-a)*p``
+    (``theory.p_ema``), kept under its own name; it tracks E[1/L] != 1/E[L] (for Geometric(p)
+    outputs p*ln(1/p)/(1-p), 6.2p at p = 0.002), so its k* drifts away from the offline k*.
     Every ``update_interval`` completions k is set to ``theory.k_star(N, p, timing)``.
     ``p0`` is the offline estimate (``theory.p_offline`` over a sample).
     ``history`` keeps (completions, p, k) at every update for convergence plots.
     """
     N: int
-    timing: "theory.TimingModel"
+    timing: theory.TimingModel
     p0: float
     ema_alpha: float = 0.05
     update_interval: int = 32
     mu_L: float = 0.0
-    estimator: str = "paper"
+    estimator: str = DEFAULT_ESTIMATOR
     name: str = "dynamic"
     p: float = field(init=False)
     k: int = field(init=False)
@@ -75,8 +81,9 @@ class DynamicKStar:
             raise ValueError(f"ema_alpha must be in (0, 1], got {self.ema_alpha!r}")
         if self.update_interval < 1:
             raise ValueError(f"update_interval must be >= 1, got {self.update_interval!r}")
-        if self.estimator not in ("paper", "inverse_mean"):
-            raise ValueError(f"estimator must be 'paper' or 'inverse_mean', got {self.estimator!r}")
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(f"estimator must be one of {', '.join(map(repr, ESTIMATORS))}, "
+                             f"got {self.estimator!r}")
         self.p = float(self.p0)
         self._mean_L = 1.0 / self.p
         self._recompute()
@@ -142,7 +149,8 @@ class ExclusiveBatching:
 
 def make_policy(spec: dict, *, timing=None, mu_L: float = 0.0):
     """Build a policy from a params dict: ``{"policy": "fixed", "N": 64, "k": 12}`` or
-    ``{"policy": "dynamic", "N": 64, "p0": 0.01, "ema_alpha": 0.05, "update_interval": 32}``."""
+    ``{"policy": "dynamic", "N": 64, "p0": 0.01, "ema_alpha": 0.05, "update_interval": 32}``
+    (``"estimator"``: ``"inverse_mean"``, the default, or ``"paper"``; see ``DynamicKStar``)."""
     kind = spec.get("policy", "fixed")
     if kind == "fixed":
         return FixedK(int(spec["N"]), int(spec["k"]))
@@ -152,5 +160,5 @@ def make_policy(spec: dict, *, timing=None, mu_L: float = 0.0):
         return DynamicKStar(int(spec["N"]), timing, float(spec["p0"]),
                             ema_alpha=float(spec.get("ema_alpha", 0.05)),
                             update_interval=int(spec.get("update_interval", 32)), mu_L=mu_L,
-                            estimator=spec.get("estimator", "paper"))
+                            estimator=spec.get("estimator", DEFAULT_ESTIMATOR))
     raise ValueError(f"policy must be 'fixed' or 'dynamic', got {kind!r}")

@@ -5,20 +5,26 @@ one line on stderr that names an option -- never a traceback, never another exit
 Three sources of calls: a table of hand-picked edge values substituted into every option of a
 valid base call (the error must name that option), hypothesis-generated calls (derandomized;
 small N and step counts so the runs are quick -- the bound checks are what is tested), and bad
-model configs / latency files for ``budget``. ``test_zz_summary`` prints the counts per class."""
+model configs / latency files for ``budget``. ``--lengths FILE.csv`` (``kstar``, ``memory``,
+``simulate``; commands tagged ``[lengths]``) takes one of a few files written by a fixture
+(``@name`` in a value; see ``LENGTHS_FILES``), good and bad; ``data lengths -o`` gets edge paths.
+``test_zz_summary`` prints the counts per class."""
 from __future__ import annotations
 
 import json
 import math
 import re
 from collections import Counter, defaultdict
+from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pdlib.cli import main
 
+LENGTHS = {"--lengths": "@good"}
 SIM_T = {"--alpha-p": "0.02", "--beta-p": "2e-5", "--alpha-d": "0.008", "--beta-d": "1e-4"}
 BASE = {
     "kstar": {"--N": "64", "--p": "0.005", "--alpha-p": "0.05", "--alpha-d": "0.01", "--beta-d": "1e-4",
@@ -28,7 +34,13 @@ BASE = {
     "simulate": {"--N": "16", "--k": "4", "--p": "0.05", "--mean-input": "50", "--var-input": "100",
                  "--steps": "3000", "--seed": "0", "--warmup": "auto", **SIM_T},
     "simulate --dynamic": {"--N": "16", "--p": "0.05", "--mean-input": "50", "--steps": "1500",
-                           "--p0": "0.02", "--ema-alpha": "0.05", "--update-interval": "8"},
+                           "--p0": "0.02", "--ema-alpha": "0.05", "--update-interval": "8", "--p-estimator": "paper"},
+    "kstar [lengths]": {"--N": "16", "--alpha-p": "0.05", "--alpha-d": "0.01", "--beta-d": "1e-4",
+                        "--beta-p": "2e-5", **LENGTHS},
+    "memory [lengths]": {"--N": "64", "--k": "12", "--capacity-tokens": "110429", "--eps": "0.01", **LENGTHS},
+    "simulate [lengths]": {"--N": "16", "--k": "4", "--steps": "3000", "--seed": "0", **LENGTHS},
+    "simulate --dynamic [lengths]": {"--N": "16", "--steps": "1500", "--p0": "0.02", "--update-interval": "8",
+                                     "--p-estimator": "inverse_mean", **LENGTHS},
     "budget": {"--gpu": "rtx4080", "--model": "qwen3-1.7b", "--dtype": "fp16", "--kv-dtype": "fp8",
                "--mean-tokens": "500", "--p95-tokens": "1000", "--overhead-gb": "1", "--sla-s": "1",
                "--b-max": "128", "--latency": ("0.01", "0.0002", "0.3")},
@@ -38,19 +50,47 @@ EDGES = ["0", "-1", "nan", "inf", "-inf", "1e308", "1e-320", str(2**63), str(2**
 
 STATS: dict[str, Counter] = defaultdict(Counter)
 
+HEADER = "input_tokens,output_tokens\n"
+_rng = np.random.default_rng(0)
+LENGTHS_FILES = {   # @name -> the file's text (None: the file is not created)
+    "good": HEADER + "".join(f"{a},{b}\n" for a, b in zip(_rng.integers(1, 400, 300),
+                                                          _rng.geometric(0.05, 300).clip(1, 300))),
+    "geo": HEADER + "".join(f"100,{b}\n" for b in _rng.geometric(0.1, 200)),       # constant inputs
+    "ones": HEADER + "3,1\n4,1\n",
+    "bad_header": "in,out\n3,4\n",
+    "float": HEADER + "3,4.5\n",
+    "huge": HEADER + "3,10000000000\n",
+    "empty": "",
+    "missing": None,
+}
+PATHS: dict[str, str] = {}
+
 
 @pytest.fixture(autouse=True, scope="module")
-def _offline():
-    """A generated --model such as 'a/b' looks like a hub id: never go to the network for it."""
+def _offline(tmp_path_factory):
+    """A generated --model such as 'a/b' looks like a hub id: never go to the network for it.
+    Also writes the ``@name`` lengths files."""
+    d = tmp_path_factory.mktemp("lengths")
+    for name, text in LENGTHS_FILES.items():
+        PATHS["@" + name] = str(d / f"{name}.csv")
+        if text is not None:
+            (d / f"{name}.csv").write_text(text)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HF_HUB_OFFLINE", "1")
         yield
+
+
 NUM = re.compile(r"(?<![\w.])(nan|inf|infinity)(?![\w])", re.IGNORECASE)
 
 
+def _klass(cmd: str) -> str:
+    return cmd.split()[0] + (" --lengths" if "[lengths]" in cmd else "")
+
+
 def _argv(cmd: str, opts: dict, as_json: bool = True) -> list[str]:
-    argv = cmd.split()
+    argv = [w for w in cmd.split() if not w.startswith("[")]
     for k, v in opts.items():
+        v = PATHS.get(v, v) if isinstance(v, str) else v
         argv += [k, *v] if isinstance(v, tuple) else [k, v]
     return argv + (["--json"] if as_json else [])
 
@@ -111,8 +151,8 @@ EDGE_CASES = [(cmd, opt, pos, v) for cmd, base in BASE.items() for opt, val in b
 
 @pytest.mark.parametrize("cmd", list(BASE))
 def test_base_calls_run(capsys, cmd):
-    assert check_call(capsys, f"{cmd.split()[0]} (base)", _argv(cmd, BASE[cmd])) == "ok"
-    assert check_call(capsys, f"{cmd.split()[0]} (base)", _argv(cmd, BASE[cmd], as_json=False)) == "ok"
+    assert check_call(capsys, f"{_klass(cmd)} (base)", _argv(cmd, BASE[cmd])) == "ok"
+    assert check_call(capsys, f"{_klass(cmd)} (base)", _argv(cmd, BASE[cmd], as_json=False)) == "ok"
 
 
 @pytest.mark.parametrize("cmd", list(BASE))
@@ -127,7 +167,7 @@ def test_edge_values_in_every_option(capsys, cmd):
             vals = list(opts[opt])
             vals[pos] = v
             opts[opt] = tuple(vals)
-        check_call(capsys, f"{cmd.split()[0]} edge {opt}", _argv(cmd, opts), must_name=opt)
+        check_call(capsys, f"{_klass(cmd)} edge {opt}", _argv(cmd, opts), must_name=opt)
 
 
 @pytest.mark.parametrize("argv,name", [
@@ -154,9 +194,25 @@ def test_edge_values_in_every_option(capsys, cmd):
     (["budget", "--latency", "0.01", "0.0002", "-5"], "--latency"),
     (["budget", "--b-max", "100000000"], "--b-max"),
     (["budget", "--overhead-gb", "100"], "--overhead-gb"),
+    (["simulate", "--N", "16", "--p", "0.05", "--mean-input", "50", "--dynamic", "--p-estimator", "ema"],
+     "--p-estimator"),
+    (["simulate", "--N", "16", "--p", "0.05", "--lengths", "@good"], "--p"),
+    (["memory", "--N", "64", "--k", "12", "--var-input", "5", "--lengths", "@good"], "--var-input"),
+    (["kstar", "--N", "600", "--alpha-p", "0.05", "--alpha-d", "0.01", "--beta-d", "1e-4", "--lengths", "@good"],
+     "--N"),
+    (["memory", "--N", "5000", "--k", "12", "--lengths", "@good"], "--N"),
+    (["memory", "--N", "64", "--k", "12", "--lengths", "@ones"], "--lengths"),
+    (["memory", "--N", "64", "--k", "12", "--lengths", "@bad_header"], "--lengths"),
+    (["kstar", "--N", "8", "--alpha-p", "0.05", "--alpha-d", "0.01", "--beta-d", "1e-4", "--lengths", "@huge"],
+     "--lengths"),
+    (["simulate", "--N", "8", "--lengths", "@float"], "--lengths"),
+    (["simulate", "--N", "8", "--lengths", "@empty"], "--lengths"),
+    (["simulate", "--N", "8", "--lengths", "@missing"], "--lengths"),
+    (["memory", "--N", "64", "--k", "12"], "--p"),
 ])
 def test_issue_cases(capsys, argv, name):
     """The probes of the issue: each one a one-line error naming the option."""
+    argv = [PATHS.get(a, a) for a in argv]
     assert check_call(capsys, "issue probes", [*argv, "--json"], must_name=name) == "error"
 
 
@@ -222,6 +278,19 @@ def test_budget_latency_files(capsys, tmp_path):
                "--latency")
 
 
+def test_data_lengths_output_paths(capsys, tmp_path, monkeypatch, data_dir):
+    """``data lengths -o PATH``: edge paths either write the file or fail naming -o."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PDLIB_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "fifo").mkdir()
+    for target in [*EDGES, "folder", "folder/", "new/sub/x.csv", "x\0y", " ", ".", "fifo/../folder", "ok.csv"]:
+        argv = ["data", "lengths", "--dataset", "burstgpt", "--data-dir", str(data_dir), "-o", target, "--json"]
+        if check_call(capsys, "data lengths -o", argv, "-o") == "ok":
+            assert Path(target).read_text().startswith("input_tokens,output_tokens\n")
+    assert not [p for p in tmp_path.rglob(".*.tmp*")]          # no temp file left behind
+
+
 # --------------------------------------------------------------------------- hypothesis
 
 def _num(lo, hi):
@@ -234,6 +303,8 @@ ANY = st.one_of(st.sampled_from(EDGES), st.floats().map(repr), st.integers(-2**7
 
 TIMES = {"--alpha-p": _num(0, 0.1), "--beta-p": _num(0, 1e-3), "--alpha-d": _num(1e-4, 0.05),
          "--beta-d": _num(0, 1e-3)}
+ESTIMATOR = st.sampled_from(["inverse_mean", "paper"])
+LENGTH_FILE = st.sampled_from(["@good"] * 4 + ["@geo"] * 2 + ["@" + n for n in LENGTHS_FILES])
 SPECS = [  # (command, required options, optional options): plausible values for each
     ("kstar", {"--N": st.integers(1, 300).map(str), "--p": _num(1e-6, 1), "--alpha-p": _num(0, 1),
                "--alpha-d": _num(1e-4, 0.1), "--beta-d": _num(0, 1e-3)},
@@ -248,7 +319,21 @@ SPECS = [  # (command, required options, optional options): plausible values for
     ("simulate --dynamic", {"--N": st.integers(2, 24).map(str), "--p": _num(0.02, 1),
                             "--mean-input": _num(1, 500), "--steps": st.integers(1, 2000).map(str)},
      {"--p0": _num(0.02, 1), "--ema-alpha": _num(0.01, 1), "--update-interval": st.integers(1, 64).map(str),
-      **TIMES}),
+      "--p-estimator": ESTIMATOR, **TIMES}),
+    ("kstar [lengths]", {"--N": st.integers(1, 40).map(str), "--alpha-p": _num(0, 1), "--alpha-d": _num(1e-4, 0.1),
+                         "--beta-d": _num(0, 1e-3), "--lengths": LENGTH_FILE},
+     {"--beta-p": _num(0, 1e-3)}),
+    ("memory [lengths]", {"--N": st.integers(2, 300).map(str), "--k": st.integers(1, 30).map(str),
+                          "--lengths": LENGTH_FILE},
+     {"--capacity-tokens": _num(0, 1e7), "--eps": _num(1e-9, 0.5)}),
+    ("simulate [lengths]", {"--N": st.integers(2, 24).map(str), "--steps": st.integers(1, 2000).map(str),
+                            "--lengths": LENGTH_FILE},
+     {"--k": st.integers(1, 23).map(str), "--seed": st.integers(0, 9).map(str),
+      "--warmup": st.one_of(st.just("auto"), st.integers(0, 50).map(str)), **TIMES}),
+    ("simulate --dynamic [lengths]", {"--N": st.integers(2, 24).map(str), "--steps": st.integers(1, 2000).map(str),
+                                      "--lengths": LENGTH_FILE},
+     {"--p0": _num(0.02, 1), "--ema-alpha": _num(0.01, 1), "--update-interval": st.integers(1, 64).map(str),
+      "--p-estimator": ESTIMATOR}),
     ("budget", {},
      {"--gpu": st.sampled_from(["rtx4080", "rtx4080-laptop", "h100", "a100-40gb", "rtx9999"]),
       "--model": st.sampled_from(["qwen3-1.7b", "qwen3-0.6b", "llama-2-7b", "qwen2.5-7b-instruct", "nope"]),
@@ -283,7 +368,7 @@ def CALLS(draw):
 @given(CALLS())
 def test_generated_calls(capsys, call):
     cmd, opts, as_json = call
-    check_call(capsys, f"{cmd.split()[0]} generated", _argv(cmd, opts, as_json))
+    check_call(capsys, f"{_klass(cmd)} generated", _argv(cmd, opts, as_json))
 
 
 def test_zz_summary(capsys):

@@ -22,7 +22,8 @@ PKG = ROOT / "pdlib"
 # Layers, lowest first (README "Layout"): a module may import its own layer or lower ones.
 LAYERS = [
     ["pdlib.theory", "pdlib.workload"],
-    ["pdlib.policy", "pdlib.records", "pdlib.models", "pdlib.paths", "pdlib.hardware", "pdlib.metrics"],
+    ["pdlib.policy", "pdlib.records", "pdlib.models", "pdlib.paths", "pdlib.hardware", "pdlib.metrics",
+     "pdlib.verdicts"],
     ["pdlib.steploop", "pdlib.budget", "pdlib.data"],
     ["pdlib.sim", "pdlib.engines"],
     ["pdlib.params", "pdlib.experiments", "pdlib.memprof", "pdlib.serving"],

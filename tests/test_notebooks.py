@@ -100,6 +100,17 @@ def test_kstar_results(res, cell_dir):
     hist = k["online"]["history"]
     assert len(hist) >= 2 and hist[0][1] == pytest.approx(k["p_offline"])
     assert all(h[0] % 8 == 0 for h in hist)
+    # p with its 95 % interval and the range of k* it implies
+    piv, kr = k["p_interval"], k["k_star_range"]
+    assert piv["p_lo"] < k["p_offline"] < piv["p_hi"] and piv["sample_size"] == k["offline_sample_size"]
+    for end in ("p_lo", "p_hi"):
+        assert kr[f"k_star_at_{end}"] == theory.k_star(k["N"], piv[end], **timing.as_kwargs(), mu_L=k["mu_L"]).k
+    assert kr["k_star_min"] <= k["k_star"] <= kr["k_star_max"]
+    assert k["k_star_lengths"]["k"] in rows and k["requests"]["used"] == 96 and k["requests"]["warning"] is None
+    assert {v["name"] for v in k["validity"]["paper"]} >= {"one_completion_per_step", "geometric_outputs"}
+    for r in k["sweep"]:
+        lo, hi = r["steady_requests_per_s_ci"]
+        assert lo <= r["steady_requests_per_s"] <= hi
     mb = k["memory_bound"]
     assert mb["N_star_prop3"] == theory.N_star_prop3(mb["capacity_tokens"], k["k_star"] / k["N"], k["p_offline"],
                                                      k["mu_L"], 0.01)
@@ -116,10 +127,29 @@ def test_memory_results(res):
     assert th["kappa"] == pytest.approx(theory.kappa(p, mu_L))
     meas, err = m["measured"], m["errors_pct"]
     assert m["cycles"] >= 10
-    assert err["X0"] == pytest.approx(100 * abs(meas["X0"] - th["E_X0"]) / th["E_X0"])
-    assert err["Xmax"] == pytest.approx(100 * abs(meas["Xmax"] - th["E_Xmax"]) / th["E_Xmax"])
-    assert err["kappa"] == pytest.approx(100 * abs(meas["supY"] - th["kappa"]) / th["kappa"])
-    assert m["pass"]["X0"] == (err["X0"] < 10) and m["all_pass"] == all(m["pass"].values())
+    # signed errors, prediction/measured - 1 (issue 14: the old |measured - theory|/theory lost the sign)
+    assert err["X0"] == pytest.approx(100 * (th["E_X0"] / meas["X0"] - 1))
+    assert err["Xmax"] == pytest.approx(100 * (th["E_Xmax"] / meas["Xmax"] - 1))
+    assert err["kappa"] == pytest.approx(100 * (th["kappa"] / meas["supY"] - 1))
+    # a verdict per quantity from the 95 % interval of the signed error, never from the point estimate
+    for q in ("X0", "Xmax", "kappa"):
+        lo, hi = m["errors_ci_pct"][q]
+        assert lo <= err[q] <= hi
+        assert m["verdicts"][q] == ("pass" if -m["thresholds"][q] < lo and hi < m["thresholds"][q]
+                                    else "fail" if lo >= m["thresholds"][q] or hi <= -m["thresholds"][q]
+                                    else "inconclusive")
+    assert m["pass"] == {q: v == "pass" for q, v in m["verdicts"].items()}
+    assert m["all_pass"] == all(m["pass"].values())
+    w = m["warmup"]
+    assert w["rule"] == "MSER-5 on X0" and w["dropped"] >= 1 and w["reason"]
+    assert m["requests"] == {"requested": 96, "used": 96, "warning": None}
+    la = m["length_aware"]
+    assert la["E_X0"] > 0 and set(la["verdicts"]) == {"X0", "Xmax", "supY"}
+    names = {v["name"] for v in m["validity"]["paper"]}
+    assert {"one_completion_per_step", "short_inputs", "geometric_outputs", "inputs_independent"} <= names
+    assert m["engine_bytes"] is None and "simulator" in m["engine_bytes_note"]     # the sim measures no bytes
+    kc = m["k_choice"]                                 # k = k* from an estimated p: its interval and k* range
+    assert kc["k_star"] == k and kc["k_star_min"] <= k <= kc["k_star_max"] and kc["p_lo"] < kc["p"] < kc["p_hi"]
     # engine = simulator: the engine in tokens matches its twin exactly (policy fidelity 0 %)
     assert m["engine_tokens"]["X0"] == pytest.approx(m["sim_real"]["X0"])
     assert all(abs(v) < 1e-9 for v in m["errors_vs_sim_pct"].values())

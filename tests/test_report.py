@@ -40,6 +40,12 @@ def test_save_figure_seed_names(tmp_path):
                                 theory={"k": [1, 2], "requests_per_s": [2, 3]}, online_rps=2.5)
     ax = fig.axes[0]
     assert "requests/s" in ax.get_ylabel() and "(requests)" in ax.get_xlabel()
+    rows = [{"k": 1, "requests_per_s": 2.0, "steady_requests_per_s": 2.1, "steady_requests_per_s_ci": [1.9, 2.3]},
+            {"k": 2, "requests_per_s": 3.0, "steady_requests_per_s": 3.0, "steady_requests_per_s_ci": [None, None]}]
+    f2 = plots.throughput_vs_k(rows, k_star=2, k_hat=2, k_star_range=(1, 2))
+    assert any("95 % CI of p" in t.get_text() for t in f2.axes[0].get_legend().get_texts())
+    f3 = plots.kstar_convergence([[8, 0.02, 2], [16, 0.03, 3]], k_star_offline=2, p_offline=0.02, p_interval=(0.015, 0.03))
+    assert any("95 % CI" in t.get_text() for t in f3.axes[0].get_legend().get_texts())
     paths = plots.save_figure(fig, tmp_path, "throughput_vs_k", "alpaca")
     assert [p.name for p in paths] == ["alpaca_throughput_vs_k.pdf", "alpaca_throughput_vs_k.png"]
     assert paths[0].read_bytes()[:4] == b"%PDF" and paths[1].read_bytes()[:4] == b"\x89PNG"
@@ -68,11 +74,23 @@ def test_validate_thresholds_and_bound():
     cyc = pd.DataFrame({"X0": [th["E_X0"] * 1.05] * 10, "Xmax": [th["E_Xmax"] * 1.2] * 10,
                         "supY": np.linspace(0, 2 * th["kappa"], 10)})
     v = mc.validate(cyc, th)
-    assert v["errors_pct"]["X0"] == pytest.approx(5.0)
+    # signed: prediction/measured - 1 (was |measured - theory|/theory = 5.0, sign lost)
+    assert v["errors_pct"]["X0"] == pytest.approx(100 * (1 / 1.05 - 1))
+    assert v["errors_pct"]["Xmax"] == pytest.approx(100 * (1 / 1.2 - 1))
     assert v["pass"]["X0"] and not v["pass"]["Xmax"] and not v["all_pass"]
+    assert v["verdicts"]["X0"] == "pass" and v["verdicts"]["Xmax"] == "fail"
     assert 0 <= v["bound_valid_pct"] <= 100
     with pytest.raises(ValueError, match="no steady-state cycles"):
         mc.validate(cyc.iloc[:0], th)
+
+
+def test_no_steady_state_makes_every_verdict_inconclusive():
+    th = mc.theory_memory(64, 16, 0.01, 100.0, 50.0)
+    cyc = pd.DataFrame({"X0": [th["E_X0"]] * 40, "Xmax": [th["E_Xmax"]] * 40, "supY": [th["kappa"]] * 40})
+    assert mc.validate(cyc, th)["verdicts"]["X0"] == "pass"
+    cyc.attrs["warmup"] = {"at_limit": True}                  # MSER-5 found no steady state
+    v = mc.validate(cyc, th)
+    assert set(v["verdicts"].values()) == {"inconclusive"} and not v["all_pass"] and "steady state" in v["verdict_note"]
 
 
 def test_tail_and_audit():
@@ -199,3 +217,27 @@ def test_report_calls_no_experiment_code():
             for mod in mods:
                 assert not mod.startswith(("pdlib.experiments", "pdlib.engines")) or mod == "pdlib.experiments.result", \
                     (f.name, mod)
+
+
+def test_index_shows_signed_errors_intervals_verdicts_and_request_warnings(tmp_path):
+    d = tmp_path / "g" / "sharegpt" / "m" / "sim"
+    warn = "2000 requests asked, only 803 used: the source has 803 record(s)"
+    results.write_section(d, "sharegpt", "kstar", {
+        "k_star": 20, "k_hat": 13, "gap_pct": 3.0, "p_interval": {"p": 0.01, "p_lo": 0.008, "p_hi": 0.013},
+        "k_star_range": {"k_star_min": 14, "k_star_max": 23}, "k_star_lengths": {"k": 13},
+        "requests": {"requested": 2000, "used": 803, "warning": warn}})
+    results.write_section(d, "sharegpt", "memory", {
+        "errors_pct": {"X0": -9.1, "Xmax": 3.0, "kappa": 40.0}, "bound_valid_pct": 95.0,
+        "errors_ci_pct": {"X0": [-27.0, 2.0], "Xmax": [-1.0, 6.0], "kappa": [25.0, 60.0]},
+        "verdicts": {"X0": "inconclusive", "Xmax": "pass", "kappa": "fail", "bound_valid": "pass"},
+        "requests": {"requested": 2000, "used": 803, "warning": warn}})
+    (d / "cell.json").write_text(json.dumps({"grid": "g", "cell": "sharegpt/m/sim", "params": {"dataset": "sharegpt"},
+                                             "notebooks": {"03": {"status": "ok", "html": "03.html"}}}))
+    page = index.write_index(tmp_path).read_text()
+    assert "-9.1" in page and "[-27.0, +2.0]" in page and "inconclusive" in page and "fail" in page
+    assert "803/2000" in page and "only 803 used" in page and "14–23" in page and "[0.008, 0.013]" in page
+    h = index.headline_ci(results.read_results(d, "sharegpt"))
+    assert h["X0_err_lo"] == -27.0 and h["kappa_verdict"] == "fail" and h["warnings"] == [warn]
+    df = index.summary_frame(tmp_path / "g")
+    assert df.loc[0, "warnings"] == warn
+    assert plots.grid_summary(df).axes[1].get_xlabel().startswith("signed error")

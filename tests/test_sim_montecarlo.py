@@ -70,20 +70,21 @@ def test_k_star_within_1pct_of_best_simulated_k(regime):
     assert thr[ks.k] >= 0.99 * thr[best], (regime, ks.k, best, thr[ks.k] / thr[best])
 
 
-def _dynamic(p0, output_lens, p, steps=60_000):
+def _dynamic(p0, output_lens, p, steps=60_000, estimator="inverse_mean"):
     N, mu_L = 32, 100
     tm = REGIMES["balanced"]
-    pol = DynamicKStar(N, tm, p0, ema_alpha=0.05, update_interval=32, mu_L=mu_L)
+    pol = DynamicKStar(N, tm, p0, ema_alpha=0.05, update_interval=32, mu_L=mu_L, estimator=estimator)
     res = sim.simulate(
         N, pol, p, input_lens=mu_L, output_lens=output_lens, steps=steps, seed=0, timing=tm, record_steps=True
     )
     return pol, res, theory.k_star(N, p, **tm.as_kwargs(), mu_L=mu_L).k
 
 
+@pytest.mark.parametrize("estimator", ["inverse_mean", "paper"])
 @pytest.mark.parametrize("p0_factor", [4.0, 0.25])
-def test_dynamic_converges_to_offline_k_star_when_estimator_unbiased(p0_factor):
+def test_dynamic_converges_to_offline_k_star_when_estimator_unbiased(p0_factor, estimator):
     p = 0.002
-    pol, res, k_off = _dynamic(p * p0_factor, sim.Constant(500), p)  # 1/L = p exactly
+    pol, res, k_off = _dynamic(p * p0_factor, sim.Constant(500), p, estimator=estimator)  # 1/L = p exactly
     h = np.array(pol.history)
     assert h[0, 2] != k_off  # it starts elsewhere ...
     assert pol.p == pytest.approx(p, rel=1e-3) and pol.k == k_off  # ... and ends at the offline k*
@@ -96,9 +97,9 @@ def test_dynamic_converges_to_offline_k_star_when_estimator_unbiased(p0_factor):
 def test_dynamic_ema_of_inverse_length_is_biased_for_geometric_outputs():
     """Recorded finding: ``p <- a/L + (1-a)p`` (DESIGN "Theory") tracks E[1/L], which for
     Geometric(p) is p ln(1/p)/(1-p) (6.2 p at p = 0.002), so k drifts away from the
-    offline k*. Asserts what is true today; fix the estimator in pdlib.policy to change it."""
+    offline k*. The paper's rule is no longer the default (``estimator="paper"``, explicit here)."""
     p = 0.002
-    pol, _, k_off = _dynamic(p, None, p)
+    pol, _, k_off = _dynamic(p, None, p, estimator="paper")
     h = np.array(pol.history)
     p_late = h[len(h) // 2 :, 1].mean()
     assert p_late > 3 * p

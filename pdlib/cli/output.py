@@ -42,15 +42,48 @@ def _fmt(v) -> str:
     return str(v)
 
 
+#: Result keys holding validity flags (lists of {name, holds, value, threshold, why}) and the
+#: prefix of their rows in the human table: the "assumptions" block.
+VALIDITY_KEYS = {"validity": "assume:", "validity_lengths": "assume_lengths:"}
+
+
+def validity_list(flags) -> list[dict]:
+    """``theory.lengths.Validity`` records (or their dicts) as JSON-able dicts; a value that is
+    not a finite number (a Spearman rho of constant lengths) becomes None."""
+    out = []
+    for f in flags:
+        d = dict(f if isinstance(f, dict) else f.to_dict())
+        d = {"name": str(d["name"]), "holds": bool(d["holds"]), "value": _finite_or_none(d["value"]),
+             "threshold": _finite_or_none(d["threshold"]), "why": str(d["why"])}
+        out.append(d)
+    return out
+
+
+def _finite_or_none(v):
+    v = _plain(v)
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+
+def _flag_row(f: dict) -> str:
+    num = (lambda x: "n/a" if x is None else f"{x:.4g}")
+    return f"{'yes' if f['holds'] else 'no '}  value {num(f['value'])} vs threshold {num(f['threshold'])}"
+
+
 def emit(obj: dict, as_json: bool, file=None) -> None:
+    """One JSON object, or an aligned ``key  value`` table whose validity flags (``VALIDITY_KEYS``)
+    come last as an assumptions block, one ``assume:NAME  yes|no  value V vs threshold T`` row each."""
     file = file or sys.stdout
     obj = _plain(obj)
     if as_json:
         print(json.dumps(obj, default=str), file=file)
         return
-    width = max((len(k) for k in obj), default=0)
-    for k, v in obj.items():
-        print(f"{k:<{width}}  {_fmt(v)}", file=file)
+    rows = [(k, _fmt(v)) for k, v in obj.items() if not (k in VALIDITY_KEYS and isinstance(v, list))]
+    for key, prefix in VALIDITY_KEYS.items():
+        if isinstance(obj.get(key), list):
+            rows += [(prefix + str(f["name"]), _flag_row(f)) for f in obj[key]]
+    width = max((len(k) for k, _ in rows), default=0)
+    for k, v in rows:
+        print(f"{k:<{width}}  {v}", file=file)
 
 
 class CLIError(Exception):
@@ -72,6 +105,15 @@ def int_arg(lo: int, hi: int):
         if v is None or not lo <= v <= hi:
             raise argparse.ArgumentTypeError(f"must be an integer >= {lo} and <= {hi}, got {s!r}")
         return v
+    return parse
+
+
+def choice_arg(choices):
+    """One of ``choices`` (strings)."""
+    def parse(s: str) -> str:
+        if s not in choices:
+            raise argparse.ArgumentTypeError(f"must be one of {', '.join(choices)}, got {s!r}")
+        return s
     return parse
 
 

@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 
 from ..theory import N_MAX
+from .lengths import check_theory_bounds, lengths_or_options
 from .output import (
     P_ARG,
     POS_SECONDS_ARG,
@@ -26,8 +27,11 @@ from .output import (
     float_arg,
     int_arg,
     quiet_numerics,
+    validity_list,
 )
 
+LENGTHS_HELP = ("paired token counts (header input_tokens,output_tokens; `pdlib data lengths` writes one): "
+                "p = 1/mean output and the input mean/variance come from it")
 B_MAX_MAX = 10**7      # theory.b_SLA scans b = 1..B_MAX
 TOKENS_ARG = float_arg(0.0, TOKENS_MAX)
 POS_TOKENS_ARG = float_arg(0.0, TOKENS_MAX, lo_open=True)
@@ -46,23 +50,31 @@ def _dtype_arg(s: str) -> str:
 def register(sub) -> None:
     p = sub.add_parser("kstar", help="optimal refill size k* and the large-N ratio theta*")
     p.add_argument("--N", type=int_arg(1, N_MAX), required=True, help=f"slots (max batch), 1..{N_MAX}")
-    p.add_argument("--p", type=P_ARG, required=True, help="termination probability per decode step, [1e-12, 1]")
+    p.add_argument("--p", type=P_ARG, help="termination probability per decode step, [1e-12, 1] (required "
+                   "unless --lengths)")
     p.add_argument("--alpha-p", type=SECONDS_ARG, required=True, help="prefill fixed cost (s), [0, 1e6]")
     p.add_argument("--alpha-d", type=POS_SECONDS_ARG, required=True, help="decode step fixed cost (s), (0, 1e6]")
     p.add_argument("--beta-d", type=SECONDS_ARG, required=True,
                    help="decode cost per request in the batch (s), [0, 1e6]")
     p.add_argument("--beta-p", type=SECONDS_ARG, default=0.0,
                    help="prefill cost per token (s), [0, 1e6]; only the throughput uses it")
-    p.add_argument("--mean-input", type=TOKENS_ARG, default=0.0, help="mean input length mu_L (tokens), [0, 1e7]")
+    p.add_argument("--mean-input", type=TOKENS_ARG, default=None,
+                   help="mean input length mu_L (tokens), [0, 1e7] (default 0)")
+    p.add_argument("--lengths", metavar="FILE.csv", help=LENGTHS_HELP + "; adds the length-aware k* "
+                   "(N in 2..512, (N-1) x max output <= 1e6)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run_kstar)
 
     p = sub.add_parser("memory", help="KV-token memory of exclusive batching: E[X0], kappa, OOM bound, N*")
     p.add_argument("--N", type=int_arg(2, N_MAX), required=True, help=f"slots, 2..{N_MAX}")
     p.add_argument("--k", type=int_arg(1, N_MAX), required=True, help="refill size, 1..N-1 (theta = k/N)")
-    p.add_argument("--p", type=P_ARG, required=True, help="termination probability per decode step, [1e-12, 1]")
-    p.add_argument("--mean-input", type=POS_TOKENS_ARG, required=True, help="mu_L (tokens), (0, 1e7]")
-    p.add_argument("--var-input", type=VAR_TOKENS_ARG, default=0.0, help="Var of input length (tokens^2), [0, 1e14]")
+    p.add_argument("--p", type=P_ARG, help="termination probability per decode step, [1e-12, 1] (required "
+                   "unless --lengths)")
+    p.add_argument("--mean-input", type=POS_TOKENS_ARG, help="mu_L (tokens), (0, 1e7] (required unless --lengths)")
+    p.add_argument("--var-input", type=VAR_TOKENS_ARG, default=None,
+                   help="Var of input length (tokens^2), [0, 1e14] (default 0)")
+    p.add_argument("--lengths", metavar="FILE.csv", help=LENGTHS_HELP + "; adds the length-aware E[X0], "
+                   "E[Xmax], E[sup Y] (N <= 4096)")
     p.add_argument("--capacity-tokens", type=float_arg(0.0, 1e12), default=None,
                    help="KV capacity C (tokens) for N*, [0, 1e12]")
     p.add_argument("--eps", type=float_arg(0.0, 1.0, lo_open=True, hi_open=True), default=0.01,
@@ -99,29 +111,71 @@ def register(sub) -> None:
 @quiet_numerics
 def run_kstar(args) -> int:
     from .. import theory as T
-    r = T.k_star(args.N, args.p, args.alpha_p, args.alpha_d, args.beta_d, args.beta_p, args.mean_input)
-    ts = float(T.theta_star(args.p, args.alpha_p, args.alpha_d))
-    out = {"N": args.N, "p": args.p, "alpha_p": args.alpha_p, "beta_p": args.beta_p,
-           "alpha_d": args.alpha_d, "beta_d": args.beta_d, "mean_input": args.mean_input,
+    lens = lengths_or_options(args, ("--p", "--mean-input"))
+    if lens is None:
+        if args.p is None:
+            raise CLIError("--p is required (or --lengths FILE.csv, whose p = 1/mean output)")
+        p, mu = args.p, 0.0 if args.mean_input is None else args.mean_input
+    else:
+        if args.N < 2:
+            raise CLIError(f"--N must be >= 2 with --lengths (the length-aware k* scans k = 1..N-1), got {args.N}")
+        check_theory_bounds(lens, args.N, kstar=True)
+        p, mu = lens.p, lens.mu_L
+    r = T.k_star(args.N, p, args.alpha_p, args.alpha_d, args.beta_d, args.beta_p, mu)
+    ts = float(T.theta_star(p, args.alpha_p, args.alpha_d))
+    out = {"N": args.N, "p": p, "alpha_p": args.alpha_p, "beta_p": args.beta_p,
+           "alpha_d": args.alpha_d, "beta_d": args.beta_d, "mean_input": mu,
            "k_star": r.k, "theta_k_star": r.theta, "theta_star": ts,
-           "theta_star_exact": float(T.theta_star(args.p, args.alpha_p, args.alpha_d, exact=True)),
+           "theta_star_exact": float(T.theta_star(p, args.alpha_p, args.alpha_d, exact=True)),
            "k_from_theta_star": max(1, min(args.N, round(ts * args.N))),
            "fallback_used": r.fallback_used, "throughput_at_k_star": r.throughput}
     if r.fallback_used:
-        out["throughput_at_N"] = float(T.throughput(args.N, args.N, args.p, args.alpha_p, args.beta_p,
-                                                    args.alpha_d, args.beta_d, args.mean_input))
+        out["throughput_at_N"] = float(T.throughput(args.N, args.N, p, args.alpha_p, args.beta_p,
+                                                    args.alpha_d, args.beta_d, mu))
         out["note"] = (f"no k in 1..{args.N - 1} satisfies the k* condition; fell back to N//5 as the "
                        "authors' code does (the cycle model itself is best at k = N)")
+    if lens is None:
+        out["validity"] = validity_list(T.paper_validity(args.N, p, mu))
+    else:
+        out.update(_kstar_lengths(args, lens, r.k))
     emit(check_finite(out, RANGE_CAUSE), args.json)
     return 0
+
+
+def _kstar_lengths(args, lens, k_paper: int) -> dict:
+    """The length-aware k* of ``lens`` and the paper's k* judged by the length-aware throughput."""
+    from ..theory import lengths as TL
+    try:
+        kl = TL.k_star_lengths(args.N, args.alpha_p, args.beta_p, args.alpha_d, args.beta_d,
+                               lens.inputs, lens.outputs)
+    except ValueError as e:
+        raise CLIError(f"--lengths {lens.path!r}: {e}") from None
+    at_paper = float(kl.curve[k_paper - 1]) if k_paper < args.N else None
+    out = {**lens.describe(), "k_star_lengths": kl.k, "throughput_at_k_star_lengths": kl.throughput,
+           "throughput_lengths_at_k_star": at_paper,
+           "k_star_throughput_ratio_lengths": None if at_paper is None else at_paper / kl.throughput}
+    if at_paper is None:
+        out["note_lengths"] = f"the paper's k* = N = {args.N}: outside the length-aware model's k = 1..N-1"
+    out["validity"] = validity_list(kl.paper_validity)
+    out["validity_lengths"] = validity_list(kl.validity)
+    return out
 
 
 @quiet_numerics
 def run_memory(args) -> int:
     from .. import theory as T
-    N, p, mu, var = args.N, args.p, args.mean_input, args.var_input
+    N = args.N
     if not args.k < N:
         raise CLIError(f"--k must be an integer in 1..N-1 = 1..{N - 1} for --N {N} (theta = k/N < 1), got {args.k}")
+    lens = lengths_or_options(args, ("--p", "--mean-input", "--var-input"))
+    if lens is None:
+        for opt in ("p", "mean_input"):
+            if getattr(args, opt) is None:
+                raise CLIError(f"--{opt.replace('_', '-')} is required (or --lengths FILE.csv)")
+        p, mu, var = args.p, args.mean_input, 0.0 if args.var_input is None else args.var_input
+    else:
+        check_theory_bounds(lens, N)
+        p, mu, var = lens.p, lens.mu_L, lens.var_L
     if not math.isfinite(T.kappa(p, mu)):
         raise CLIError(f"kappa = 1/(p^2*mu_L) overflows for --p {p:g} and --mean-input {mu:g}; raise either")
     model = T.memory_model(N, args.k, p, mu, var)
@@ -132,8 +186,23 @@ def run_memory(args) -> int:
         out.update({"capacity_tokens": C, "eps": eps,
                     "N_star_prop3": int(T.N_star_prop3(C, theta, p, mu, eps)),
                     "N_star_clt": int(T.N_star_clt(C, theta, p, mu, eps, var))})
+    if lens is None:
+        out["validity"] = validity_list(T.paper_validity(N, p, mu))
+    else:
+        out.update(_memory_lengths(N, args.k, lens))
     emit(check_finite(out, RANGE_CAUSE), args.json)
     return 0
+
+
+def _memory_lengths(N: int, k: int, lens) -> dict:
+    from ..theory import lengths as TL
+    try:
+        m = TL.memory_model_lengths(N, k, lens.inputs, lens.outputs, seed=0)
+    except ValueError as e:
+        raise CLIError(f"--lengths {lens.path!r}: {e}") from None
+    return {**lens.describe(), "E_X0_lengths": m.E_X0, "E_Xmax_lengths": m.E_Xmax, "E_supY_lengths": m.E_supY,
+            "se_supY_lengths": m.se_supY, "validity": validity_list(m.paper_validity),
+            "validity_lengths": validity_list(m.validity)}
 
 
 def _latency_coefs(d: dict, where: str) -> dict:

@@ -9,6 +9,12 @@ Also the online run (``DynamicKStar``: EMA p, k* every ``kstar_update_interval``
 completions, p0 from ``offline_p_multiplier * kstar_update_interval`` sampled outputs),
 the simulator's predicted curve on the same workload, the theory's curve, truncated
 samples, repetition-loop outputs (model termination) and the optional memory-bound N*.
+
+Uncertainty (issue 14): p comes with its 95 % interval (t-interval of the mean output
+length -> p = 1/mean) and k* with its range (k* at both ends of the p interval); each fixed-k
+run also gets its steady-state requests/s with a 95 % interval (ratio batch means over
+MSER-5 steady-state cycles); the length-aware k* (``theory.k_star_lengths`` on the paired
+lengths) and the paper's validity flags (``theory.paper_validity``) stand beside it.
 ``kstar_experiment`` returns all of it as a ``SweepResult``.
 """
 from __future__ import annotations
@@ -17,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pdlib import theory
+from pdlib import metrics, theory, verdicts
 from pdlib.experiments.result import LIVE, JsonResult
 from pdlib.policy import DynamicKStar, FixedK
 
@@ -36,7 +42,40 @@ def offline_p(workload, sample_size: int | None = None, seed: int = 0) -> dict:
     if sample_size is not None and sample_size < len(out):
         rng = np.random.default_rng(seed)
         out = out[rng.choice(len(out), size=int(sample_size), replace=False)]
-    return {"p": theory.p_offline(out), "sample_size": len(out)}
+    iv = verdicts.p_interval(out)
+    return {"p": theory.p_offline(out), "sample_size": len(out), "p_lo": iv["p_lo"], "p_hi": iv["p_hi"],
+            "mean_output": iv["mean"], "mean_output_ci": [iv["mean_lo"], iv["mean_hi"]]}
+
+
+def k_star_range(N: int, off: dict, timing, mu_L: float) -> dict:
+    """k* at both ends of the p interval (``offline_p``): the uncertainty p's sample passes to k*."""
+    ends = {}
+    for key in ("p_lo", "p_hi"):
+        pv = off.get(key)
+        ends[key] = pv
+        ends[f"k_star_at_{key}"] = (k_star_for(N, min(float(pv), 1.0), timing, mu_L)["k_star"]
+                                    if pv is not None and np.isfinite(pv) else None)
+    ks = [v for key, v in ends.items() if key.startswith("k_star") and v is not None]
+    ends["k_star_min"], ends["k_star_max"] = (min(ks), max(ks)) if ks else (None, None)
+    return ends
+
+
+def k_star_from_workload(N: int, workload, timing, sample_size: int | None = None, seed: int = 0) -> dict:
+    """k* from the workload's offline p (all outputs, or a sample) with p's 95 % interval and the
+    k* range it implies (notebook 03's refill size when none is given)."""
+    mu_L = float(workload.input_lens.mean())
+    off = offline_p(workload, sample_size, seed)
+    return {"k_star": k_star_for(N, off["p"], timing, mu_L)["k_star"], "p": off["p"], "p_lo": off["p_lo"],
+            "p_hi": off["p_hi"], "sample_size": off["sample_size"], **k_star_range(N, off, timing, mu_L)}
+
+
+def steady_throughput(result) -> dict:
+    """Steady-state requests/s of one run with its 95 % interval: ratio batch means of
+    (requests admitted, seconds) over the cycles MSER-5 keeps."""
+    cy = metrics.cycles(result.log, warmup="mser")
+    ci = verdicts.ratio_ci(cy.refill, cy.duration_s)
+    return {"steady_requests_per_s": ci["mean"], "steady_requests_per_s_ci": [ci["lo"], ci["hi"]],
+            "steady_cycles": len(cy), "steady_state_found": not cy.warmup_info.get("at_limit", False)}
 
 
 def k_star_for(N: int, p: float, timing, mu_L: float) -> dict:
@@ -86,7 +125,7 @@ def run_fixed(engine, workload, N: int, k: int, *, termination="dataset", max_to
     res = engine.run(workload, FixedK(N, int(k)), termination=termination, max_tokens=max_tokens)
     deg = degenerate_ids(res, termination)
     row = {"k": int(k), **throughput_of(res, deg if exclude_degenerate else ()),
-           "degenerate": len(deg), "steps": len(res.log)}
+           "degenerate": len(deg), "steps": len(res.log), **steady_throughput(res)}
     return row, res
 
 
@@ -207,19 +246,37 @@ class SweepResult(JsonResult):
     k_hat_sim: int | None = None
     sim_error_pct: dict | None = None
     memory_bound: dict | None = None
+    p_interval: dict | None = None        # offline p: p, p_lo, p_hi (95 %), mean output and its interval
+    p_all_interval: dict | None = None    # the same over every request
+    k_star_range: dict | None = None      # k* at both ends of the offline p interval
+    k_star_lengths: dict | None = None    # theory.k_star_lengths on the paired lengths
+    validity: dict | None = None          # {"paper": [...], "length_aware": [...]} (theory Validity dicts)
+    requests: dict | None = None          # verdicts.request_counts: requested vs used
     online_result: object = field(default=None, repr=False, metadata=LIVE)
 
-    OPTIONAL = ("k_hat_sim", "sim_error_pct", "memory_bound")
+    OPTIONAL = ("k_hat_sim", "sim_error_pct", "memory_bound", "p_interval", "p_all_interval", "k_star_range",
+                "k_star_lengths", "validity", "requests")
 
     def timeline(self, max_steps: int | None = None) -> dict:
         """Phase timeline of the online run (see ``timeline``)."""
         return timeline(self.online_result, max_steps)
 
+    def k_range(self) -> tuple | None:
+        """(k* at one end of p's 95 % interval, k* at the other), smallest first."""
+        r = self.k_star_range or {}
+        return (r["k_star_min"], r["k_star_max"]) if r.get("k_star_min") is not None else None
+
+    def p_range(self) -> tuple | None:
+        """The 95 % interval of the offline p."""
+        r = self.p_interval or {}
+        return (r["p_lo"], r["p_hi"]) if r.get("p_lo") is not None else None
+
 
 def kstar_experiment(engine, workload, timing, *, N: int, ks=None, n_points: int = 6, ema_alpha: float = 0.05,
                      kstar_update_interval: int = 16, offline_p_multiplier: int = 4, termination: str = "dataset",
                      max_tokens=None, exclude_degenerate: bool = False, with_sim: bool = True, seed: int = 0,
-                     memory: dict | None = None, progress=None) -> SweepResult:
+                     memory: dict | None = None, progress=None, requested: int | None = None,
+                     with_lengths: bool = True) -> SweepResult:
     """Everything notebook 02 reports, from one engine and one workload:
     offline p (sample of ``offline_p_multiplier * kstar_update_interval``), k*, the fixed-k
     sweep (k* always included), k_hat, gap %, the online EMA run, the simulator's and the
@@ -228,7 +285,15 @@ def kstar_experiment(engine, workload, timing, *, N: int, ks=None, n_points: int
     off = offline_p(workload, offline_p_multiplier * kstar_update_interval, seed)
     ks_info = k_star_for(N, off["p"], timing, mu_L)
     kstar = ks_info["k_star"]
-    ks = sorted({int(k) for k in ks} | {kstar}) if ks else sweep_ks(N, n_points, include=[kstar])
+    kl = None
+    if with_lengths:
+        r = theory.k_star_lengths(N, timing.alpha_p, timing.beta_p, timing.alpha_d, timing.beta_d,
+                                  workload.input_lens, np.maximum(workload.output_lens, 1))
+        kl = {"k": r.k, "throughput_rps": r.throughput, "paper_k": r.paper_k, "paper_fallback_used": r.paper_fallback_used,
+              "throughput_at_paper_k_rps": r.throughput_at_paper_k, "curve": list(r.curve),
+              "validity": [v.to_dict() for v in r.validity]}
+    extra_k = [kstar] + ([kl["k"]] if kl else [])
+    ks = sorted({int(k) for k in ks} | set(extra_k)) if ks else sweep_ks(N, n_points, include=extra_k)
     rows, runs = fixed_k_sweep(engine, workload, N, ks, termination=termination, max_tokens=max_tokens,
                                exclude_degenerate=exclude_degenerate, progress=progress)
     khat = k_hat(rows)
@@ -243,9 +308,19 @@ def kstar_experiment(engine, workload, timing, *, N: int, ks=None, n_points: int
               "offline_sample_size": off["sample_size"], "degenerate": len(on_deg)}
     sim_rows = sim_curve(timing, workload, N, ks, seed) if with_sim else None
     p_all = theory.p_offline(workload.output_lens)
+    extra = {"p_interval": {key: off[key] for key in ("p", "p_lo", "p_hi", "sample_size", "mean_output",
+                                                        "mean_output_ci")},
+             "p_all_interval": verdicts.p_interval(workload.output_lens),
+             "k_star_range": k_star_range(N, off, timing, mu_L),
+             "requests": verdicts.request_counts(requested, len(workload), getattr(workload, "meta", None))}
+    paper_v = theory.paper_validity(N, off["p"], mu_L, workload.input_lens, np.maximum(workload.output_lens, 1))
+    extra["validity"] = {"paper": [v.to_dict() for v in paper_v], "length_aware": kl["validity"] if kl else None}
+    if kl is not None:
+        if kl["k"] in by_k:
+            kl["measured_requests_per_s"] = by_k[kl["k"]]["requests_per_s"]
+        extra["k_star_lengths"] = kl
     th = {"k": list(range(1, N)), "requests_per_s": theory_curve(list(range(1, N)), N, p_all, timing, mu_L)}
     deg_ids = sorted(set().union(*[degenerate_ids(r, termination) for r in runs.values()])) if runs else []
-    extra = {}
     if sim_rows:
         sim_by_k = {r["k"]: r["requests_per_s"] for r in sim_rows}
         extra["k_hat_sim"] = k_hat(sim_rows)

@@ -91,12 +91,24 @@ def length_histogram(lengths, *, what: str, dataset: str, bins: int = 40):
 
 
 def throughput_vs_k(sweep_rows, *, k_star: int, k_hat: int, sim_rows=None, theory=None, online_rps=None,
-                    title: str = ""):
+                    title: str = "", k_star_range=None):
     """Measured requests/s vs fixed k, with the simulator's and the theory's curves, k*, k_hat
-    and the online-k* run's throughput."""
+    and the online-k* run's throughput; the steady-state 95 % interval of each run (rows with
+    ``steady_requests_per_s_ci``) as error bars, and ``k_star_range`` ((lo, hi): k* over the
+    95 % interval of p) shaded."""
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     ks = [r["k"] for r in sweep_rows]
     ax.plot(ks, [r["requests_per_s"] for r in sweep_rows], "o-", label="engine (measured)")
+    ci = [(r["k"], r["steady_requests_per_s"], *r["steady_requests_per_s_ci"]) for r in sweep_rows
+          if r.get("steady_requests_per_s_ci") and None not in r["steady_requests_per_s_ci"]
+          and r.get("steady_requests_per_s") is not None]
+    if ci:
+        c = np.asarray(ci, float)
+        ax.errorbar(c[:, 0], c[:, 1], yerr=np.vstack([c[:, 1] - c[:, 2], c[:, 3] - c[:, 1]]), fmt="none",
+                    ecolor="C0", alpha=0.6, capsize=3, label="engine, steady state (95 % CI)")
+    if k_star_range and None not in tuple(k_star_range):
+        ax.axvspan(k_star_range[0] - 0.1, k_star_range[1] + 0.1, color="r", alpha=0.08,
+                   label=f"k* over the 95 % CI of p: {k_star_range[0]}–{k_star_range[1]}")
     if sim_rows:
         ax.plot([r["k"] for r in sim_rows], [r["requests_per_s"] for r in sim_rows], "s--",
                 label="simulator (fitted timing, same lengths)")
@@ -114,13 +126,17 @@ def throughput_vs_k(sweep_rows, *, k_star: int, k_hat: int, sim_rows=None, theor
 
 
 def kstar_convergence(history, *, k_star_offline: int, k_hat: int | None = None, p_offline: float | None = None,
-                      title: str = ""):
-    """Online EMA p and the recomputed k* against completions."""
+                      title: str = "", p_interval=None):
+    """Online EMA p and the recomputed k* against completions; ``p_interval`` ((lo, hi): the
+    95 % interval of the offline p) shaded."""
     h = np.asarray(history, float).reshape(-1, 3)
     fig, ax = plt.subplots(1, 2, figsize=(11, 4))
     ax[0].step(h[:, 0], h[:, 1], where="post", label="EMA p")
     if p_offline is not None:
         ax[0].axhline(p_offline, color="k", ls="--", label=f"offline p = {p_offline:.4g}")
+    if p_interval and None not in tuple(p_interval):
+        ax[0].axhspan(p_interval[0], p_interval[1], color="k", alpha=0.08,
+                      label=f"95 % CI of offline p [{p_interval[0]:.3g}, {p_interval[1]:.3g}]")
     ax[0].set(xlabel="completed requests (count)", ylabel="p (per decode step)", title="Online p")
     ax[1].step(h[:, 0], h[:, 2], where="post", label="online k*")
     ax[1].axhline(k_star_offline, color="r", ls="--", label=f"offline k* = {k_star_offline}")
@@ -199,10 +215,22 @@ def grid_summary(summary, title: str = ""):
     ax[0].barh(y, np.nan_to_num(gap), color="C0")
     ax[0].set(yticks=y, yticklabels=names, xlabel="throughput gap k* vs k̂ (%)", title="k* vs k̂")
     w = 0.27
+
+    def col_of(name):
+        return np.array([np.nan if x is None else x for x in summary.get(name, [None] * len(names))], float)
+
     for i, (col, lab) in enumerate((("X0_err_pct", "X0"), ("Xmax_err_pct", "Xmax"), ("kappa_err_pct", "κ"))):
-        v = np.array([np.nan if x is None else x for x in summary.get(col, [None] * len(names))], float)
+        v = col_of(col)
+        q = col.split("_")[0]
+        lo, hi = col_of(f"{q}_err_lo"), col_of(f"{q}_err_hi")
         ax[1].barh(y + (i - 1) * w, np.nan_to_num(v), height=w, label=lab)
-    ax[1].set(yticks=y, yticklabels=names, xlabel="error vs theory (%)", title="memory (KV tokens)")
+        ok = np.isfinite(lo) & np.isfinite(hi) & np.isfinite(v)
+        if ok.any():                                         # the 95 % interval of the signed error
+            ax[1].errorbar(v[ok], (y + (i - 1) * w)[ok], xerr=np.vstack([v[ok] - lo[ok], hi[ok] - v[ok]]),
+                           fmt="none", ecolor="k", capsize=2, lw=0.8)
+    ax[1].axvline(0, color="k", lw=0.8)
+    ax[1].set(yticks=y, yticklabels=names, xlabel="signed error of the theory, prediction/measured − 1 (%), 95 % CI",
+              title="memory (KV tokens)")
     ax[1].legend()
     if title:
         fig.suptitle(title)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from pdlib import verdicts
 from pdlib.report.results import clean
 
 
@@ -22,11 +23,46 @@ def _f(v, fmt="{:.4g}"):
         return str(v)
 
 
-def cell_header(cell) -> str:
+def cell_header(cell, workload=None) -> str:
+    """The cell in one line; with the loaded ``workload``, requests *requested vs used* and a
+    warning (with its reason) when the dataset gave fewer than asked."""
     d = cell.describe()
+    req = f"requests {d['num_requests']}"
+    warn = ""
+    if workload is not None:
+        rc = verdicts.request_counts(d["num_requests"], len(workload), getattr(workload, "meta", None))
+        req = f"requests used {rc['used']} of {rc['requested'] if rc['requested'] is not None else 'all'} requested"
+        if rc["warning"]:
+            warn = f"  \n⚠ **{rc['warning']}**"
     return (f"**dataset** `{d['dataset']}` · **model** `{d['model']}` ({d.get('weights')} weights, {d.get('dtype')}) · "
-            f"**engine** `{d['engine']}` · requests {d['num_requests']} · seed {d['seed']}  \n"
-            f"data: `{d['data_dir']}`")
+            f"**engine** `{d['engine']}` · {req} · seed {d['seed']}  \n"
+            f"data: `{d['data_dir']}`" + warn)
+
+
+def requests_md(exp) -> str:
+    """Requested vs used requests of an experiment result (its ``requests`` entry)."""
+    rc = _json(exp).get("requests") or {}
+    if not rc:
+        return ""
+    s = f"Requests: {rc.get('used')} used of {rc.get('requested') if rc.get('requested') is not None else 'all'} requested."
+    return s + (f" ⚠ **{rc['warning']}**" if rc.get("warning") else "")
+
+
+def _ci(iv, fmt="{:.4g}") -> str:
+    if not iv or iv[0] is None or iv[1] is None:
+        return "—"
+    return f"[{_f(iv[0], fmt)}, {_f(iv[1], fmt)}]"
+
+
+def validity_table(exp) -> pd.DataFrame:
+    """The validity flags of a result (``validity``: the paper's formulas and the length-aware
+    model): what each assumes, the input's value, the threshold and whether it holds."""
+    v = _json(exp).get("validity") or {}
+    rows = [{"formulas": "paper" if src == "paper" else "length-aware", "assumption": r["name"], "holds": r["holds"],
+             "value": r["value"], "threshold": r["threshold"], "why": r["why"]}
+            for src in ("paper", "length_aware") for r in (v.get(src) or [])]
+    cols = ["formulas", "assumption", "holds", "value", "threshold", "why"]
+    return pd.DataFrame(rows, columns=cols).set_index(["formulas", "assumption"])
 
 
 def length_table(stats: dict) -> pd.DataFrame:
@@ -61,21 +97,37 @@ def context_effect_md(t: dict) -> str:
 
 def kstar_md(exp) -> str:
     exp = _json(exp)
-    lines = [(f"- offline p = **{_f(exp['p_offline'])}** from {exp['offline_sample_size']} sampled outputs "
-              f"(all requests: {_f(exp['p_all'])}); mean input μ_L = {_f(exp['mu_L'])} tokens; N = {exp['N']}"),
+    piv, pall, kr = exp.get("p_interval") or {}, exp.get("p_all_interval") or {}, exp.get("k_star_range") or {}
+    lines = [(f"- offline p = **{_f(exp['p_offline'])}** (95 % CI {_ci([piv.get('p_lo'), piv.get('p_hi')])}) from "
+              f"{exp['offline_sample_size']} sampled outputs (all requests: {_f(exp['p_all'])}, "
+              f"CI {_ci([pall.get('p_lo'), pall.get('p_hi')])}); mean input μ_L = {_f(exp['mu_L'])} tokens; N = {exp['N']}"),
              (f"- **k\\* = {exp['k_star']}** (θ = {_f(exp['theta'], '{:.3f}')}; large-N θ\\* = "
               f"{_f(exp.get('theta_star_large_N'), '{:.3f}')})")
              + (" — **no k satisfied the condition: the authors' N//5 fallback was used**"
-                if exp["fallback_used"] else ""),
+                if exp["fallback_used"] else "")
+             + (f"; over the p interval k\\* ranges **{kr.get('k_star_min')}–{kr.get('k_star_max')}** "
+                f"(k\\*(p_lo) = {kr.get('k_star_at_p_lo')}, k\\*(p_hi) = {kr.get('k_star_at_p_hi')})" if kr else ""),
              (f"- **k̂ = {exp['k_hat']}** (best fixed k measured); throughput at k\\* "
               f"{_f(exp['throughput_at_k_star'])} req/s, at k̂ {_f(exp['throughput_at_k_hat'])} req/s"),
-             f"- **gap = {_f(exp['gap_pct'], '{:.2f}')} %**",
+             f"- **gap = {_f(exp['gap_pct'], '{:.2f}')} %**"
+             + (("" if kr["k_star_min"] <= exp["k_hat"] <= kr["k_star_max"] else " — **k̂ lies outside the k\\* range "
+                 "that p's 95 % interval allows**") if kr.get("k_star_min") is not None else ""),
              (f"- online k\\* (EMA a = {exp['online']['ema_alpha']}, every {exp['online']['kstar_update_interval']} "
               f"completions): {_f(exp['online']['requests_per_s'])} req/s, final p = {_f(exp['online']['final_p'])}, "
               f"final k = {exp['online']['final_k']}"),
              f"- termination: `{exp['termination']}`"]
+    kl = exp.get("k_star_lengths")
+    if kl:
+        lines.append(f"- length-aware k\\* (paired lengths, any N·p) = **{kl['k']}** (model {_f(kl['throughput_rps'])} "
+                     f"req/s; measured {_f(kl.get('measured_requests_per_s'))} req/s)")
     if exp.get("k_hat_sim") is not None:
         lines.append(f"- simulator's best k = {exp['k_hat_sim']}")
+    bad = [r["name"] for r in ((exp.get("validity") or {}).get("paper") or []) if not r["holds"]]
+    if exp.get("validity"):
+        lines.append("- paper's assumptions " + (f"**violated: {', '.join(bad)}**" if bad else "all hold")
+                     + " (validity table below)")
+    if requests_md(exp):
+        lines.append("- " + requests_md(exp))
     mb = exp.get("memory_bound")
     if mb:
         lines.append(f"- memory-constrained N\\*: {mb['N_star_prop3']} (Prop. 3), {mb['N_star_clt']} (CLT) for "
@@ -87,6 +139,10 @@ def sweep_table(exp) -> pd.DataFrame:
     exp = _json(exp)
     df = pd.DataFrame(exp["sweep"])[["k", "requests_per_s", "output_tokens_per_s", "total_time_s", "completed",
                                      "degenerate", "steps"]]
+    if all("steady_requests_per_s" in r for r in exp["sweep"]):
+        df["steady_requests_per_s"] = [r["steady_requests_per_s"] for r in exp["sweep"]]
+        df["steady_ci_lo"] = [(r["steady_requests_per_s_ci"] or [None])[0] for r in exp["sweep"]]
+        df["steady_ci_hi"] = [(r["steady_requests_per_s_ci"] or [None, None])[1] for r in exp["sweep"]]
     if exp.get("sim"):
         df["sim_requests_per_s"] = [r["requests_per_s"] for r in exp["sim"]]
         df["sim_error_pct"] = 100 * (df["sim_requests_per_s"] - df["requests_per_s"]) / df["requests_per_s"]
@@ -112,19 +168,77 @@ def truncation_md(exp) -> str:
 def memory_md(exp) -> str:
     exp = _json(exp)
     th = exp["theory"]
-    return (f"N = {th['N']}, k = {th['k']} (θ = {th['theta']:.3f}), p = {th['p']:.4g} (run's outputs), "
-            f"μ_L = {th['mu_L']:.4g} tokens; {exp['cycles']} steady-state cycles. "
-            f"Memory in KV tokens; **{'all thresholds met' if exp['all_pass'] else 'some thresholds missed'}**.")
+    v = exp.get("verdicts") or {}
+    counts = {x: sum(1 for y in v.values() if y == x) for x in ("pass", "fail", "inconclusive")}
+    s = (f"N = {th['N']}, k = {th['k']} (θ = {th['theta']:.3f}), p = {th['p']:.4g} (run's outputs), "
+         f"μ_L = {th['mu_L']:.4g} tokens; {exp['cycles']} steady-state cycles. "
+         f"Memory in KV tokens; **{'all thresholds met' if exp['all_pass'] else 'some thresholds not met'}**")
+    if v:
+        s += (f" (verdicts on the 95 % interval of the signed error: {counts['pass']} pass, {counts['fail']} fail, "
+              f"{counts['inconclusive']} inconclusive).")
+    kc = exp.get("k_choice")
+    if kc:
+        s += (f"  \nk = k\\* from p = {_f(kc['p'])} (95 % CI {_ci([kc.get('p_lo'), kc.get('p_hi')])}, "
+              f"{kc.get('sample_size')} outputs): over that interval k\\* ranges {kc.get('k_star_min')}–"
+              f"{kc.get('k_star_max')}.")
+    w = exp.get("warmup") or {}
+    if w:
+        s += (f"  \nWarm-up: {w.get('dropped')} of {w.get('total_cycles')} cycles dropped — {w.get('reason')}"
+              + (f"; {w['excluded_other']} more excluded ({w['excluded_other_reason']})" if w.get("excluded_other") else "")
+              + ".")
+    if exp.get("verdict_note"):
+        s += f"  \n⚠ **{exp['verdict_note']}**."
+    if exp.get("error_definition"):
+        s += f"  \nSigned error = {exp['error_definition']}."
+    if exp.get("engine_bytes_note"):
+        s += f"  \nEngine bytes: {exp['engine_bytes_note']}."
+    if requests_md(exp):
+        s += "  \n" + requests_md(exp)
+    return s
+
+
+def _err_row(name, meas, meas_ci, pred, err, err_ci, thr, verdict, vs_sim=None):
+    err_ci = err_ci or [None, None]
+    return {"quantity": name, "measured (KV tokens)": meas, "measured 95% CI": _ci(meas_ci), "theory": pred,
+            "signed error %": err, "error CI lo %": err_ci[0], "error CI hi %": err_ci[1], "threshold ±%": thr,
+            "verdict": verdict, "pass": verdict == "pass", "error vs sim %": vs_sim}
 
 
 def memory_errors_table(exp) -> pd.DataFrame:
+    """Signed errors (prediction/measured - 1, %) of the paper's formulas and of the length-aware
+    model against the engine's cycles, with 95 % intervals and verdicts (pass only when the whole
+    interval is inside the threshold)."""
     exp = _json(exp)
-    th, vs, ok = exp["theory"], exp["errors_vs_sim_pct"], exp["pass"]
-    m, e, thr = exp["measured"], exp["errors_pct"], exp["thresholds"]
-    rows = [("X0", m["X0"], th["E_X0"], e["X0"], thr["X0"], ok["X0"], vs["X0"]),
-            ("Xmax", m["Xmax"], th["E_Xmax"], e["Xmax"], thr["Xmax"], ok["Xmax"], vs["Xmax"]),
-            ("sup Y vs κ", m["supY"], th["kappa"], e["kappa"], thr["kappa"], ok["kappa"], vs["supY"]),
-            ("OOM bound valid (% of x)", exp["bound_valid_pct"], None, None, thr["bound_valid"],
-             ok["bound_valid"], None)]
-    return pd.DataFrame(rows, columns=["quantity", "measured (KV tokens)", "theory", "error %", "threshold %",
-                                       "pass", "error vs sim %"]).set_index("quantity").round(2)
+    th, vs, thr = exp["theory"], exp["errors_vs_sim_pct"], exp["thresholds"]
+    m, e = exp["measured"], exp["errors_pct"]
+    mci, eci = exp.get("measured_ci") or {}, exp.get("errors_ci_pct") or {}
+    ver = exp.get("verdicts") or {q: ("pass" if ok else "fail") for q, ok in exp["pass"].items()}
+    rows = [_err_row("X0", m["X0"], mci.get("X0"), th["E_X0"], e["X0"], eci.get("X0"), thr["X0"], ver["X0"], vs["X0"]),
+            _err_row("Xmax", m["Xmax"], mci.get("Xmax"), th["E_Xmax"], e["Xmax"], eci.get("Xmax"), thr["Xmax"],
+                     ver["Xmax"], vs["Xmax"]),
+            _err_row("sup Y vs κ", m["supY"], mci.get("supY"), th["kappa"], e["kappa"], eci.get("kappa"), thr["kappa"],
+                     ver["kappa"], vs["supY"]),
+            _err_row("OOM bound valid (% of x)", exp["bound_valid_pct"], exp.get("bound_valid_ci_pct"), None, None, None,
+                     thr["bound_valid"], ver["bound_valid"])]
+    la = exp.get("length_aware")
+    if la:
+        for q, pk, tk in (("X0", "E_X0", "X0"), ("Xmax", "E_Xmax", "Xmax"), ("supY", "E_supY", "kappa")):
+            rows.append(_err_row(f"{q} (length-aware)", m[q], mci.get(q), la[pk], la["errors_pct"][q],
+                                 la["errors_ci_pct"][q], thr[tk], la["verdicts"][q]))
+    return pd.DataFrame(rows).set_index("quantity").round(2)
+
+
+def memory_columns_table(exp) -> pd.DataFrame:
+    """Mean X0 / Xmax / sup Y (KV tokens) side by side: the paper's formulas (κ for sup Y), the
+    length-aware model (the run's paired lengths), the simulator with geometric and with the
+    real lengths, the engine in tokens and in bytes / bytes-per-token (— when not measured)."""
+    exp = _json(exp)
+    th, la = exp["theory"], exp.get("length_aware") or {}
+    src = {"paper formula": {"X0": th["E_X0"], "Xmax": th["E_Xmax"], "supY": th["kappa"]},
+           "length-aware model": {"X0": la.get("E_X0"), "Xmax": la.get("E_Xmax"), "supY": la.get("E_supY")},
+           "sim, geometric lengths": exp["sim_geometric"], "sim, real lengths": exp["sim_real"],
+           "engine, KV tokens": exp["engine_tokens"], "engine, KV bytes / bytes per token": exp.get("engine_bytes") or {}}
+    df = pd.DataFrame({name: {q: v.get(q) for q in ("X0", "Xmax", "supY")} for name, v in src.items()})
+    df.index.name = "KV tokens (mean over cycles)"
+    df.attrs["engine_bytes_note"] = exp.get("engine_bytes_note")
+    return df.astype(float).round(2)

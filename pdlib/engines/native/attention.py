@@ -10,9 +10,14 @@ pdlib's paged cache at ``ctx.slot_mapping`` and attends:
   ``context_lens`` (which include the token written in this step).
 
 Step metadata travels in a module-level context (as in nano-vllm) so the same tensors can
-be captured in a CUDA graph. Backends: ``torch`` (SDPA; gathers the pages, exact on CPU)
-and ``flash_attn`` (``flash_attn_varlen_func`` / ``flash_attn_with_kvcache`` with a block
-table; page_size must be a multiple of 256).
+be captured in a CUDA graph. Backends (``config.ATTN_BACKENDS``):
+
+* ``triton`` (``triton_attention``): the KV write and paged decode attention as Triton kernels
+  (any page size; reads only each row's ``context_lens`` tokens), prefill as ``torch``;
+* ``flash_attn``: ``flash_attn_varlen_func`` / ``flash_attn_with_kvcache`` with a block table
+  (page_size must be a multiple of 256);
+* ``torch``: SDPA per prompt, and for decode a gather of every page of the block table (the
+  reference; runs anywhere).
 """
 from __future__ import annotations
 
@@ -74,6 +79,11 @@ def decode_torch(q, k_cache, v_cache, block_table, context_lens, scaling):
     return o.transpose(1, 2)                                         # [B, 1, Hq, D]
 
 
+def _triton():
+    from . import triton_attention  # imported on first use: triton is optional
+    return triton_attention
+
+
 def native_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
     """transformers attention signature: query [B, Hq, T, D], key/value [B, Hkv, T, D];
     returns ([B, T, Hq, D], None)."""
@@ -85,7 +95,12 @@ def native_attention(module, query, key, value, attention_mask, scaling=None, dr
     k_cache, v_cache = ctx.cache.layer_views(module.layer_idx)
     k_new = key.transpose(1, 2).reshape(B * T, Hkv, D)
     v_new = value.transpose(1, 2).reshape(B * T, Hkv, D)
-    store_kv(k_cache, v_cache, k_new, v_new, ctx.slot_mapping)
+    if scaling is None:
+        scaling = D ** -0.5
+    if ctx.backend == "triton":
+        _triton().store_kv(k_cache, v_cache, k_new, v_new, ctx.slot_mapping)
+    else:
+        store_kv(k_cache, v_cache, k_new, v_new, ctx.slot_mapping)
     if ctx.is_prefill:
         q = query.transpose(1, 2).reshape(B * T, Hq, D)
         if ctx.backend == "flash_attn":
@@ -96,6 +111,12 @@ def native_attention(module, query, key, value, attention_mask, scaling=None, dr
         else:
             o = prefill_torch(q, k_new, v_new, ctx.seq_lens, scaling)
         return o.view(B, T, Hq, D), None
+    if ctx.backend == "triton":
+        o = torch.empty((B, 1, Hq, D), dtype=query.dtype, device=query.device)
+        q = query[:, :, 0]
+        _triton().decode_attention(q if q.stride(-1) == 1 else q.contiguous(), k_cache, v_cache, ctx.block_table,
+                                   ctx.context_lens, scaling, out=o[:, 0])
+        return o, None
     if ctx.backend == "flash_attn":
         from flash_attn import flash_attn_with_kvcache
         o = flash_attn_with_kvcache(query.transpose(1, 2), k_cache, v_cache, cache_seqlens=ctx.context_lens,

@@ -6,9 +6,12 @@ from dataclasses import dataclass
 from ... import theory
 
 DTYPES = ("bf16", "fp16", "fp32")
+#: ``attn_backend`` values; ``auto`` resolves (``ModelRunner``) to triton on CUDA when importable,
+#: else flash_attn when importable, else torch (always torch on CPU).
+ATTN_BACKENDS = ("auto", "triton", "flash_attn", "torch")
 #: Tokens per KV page by attention backend when ``page_size`` is not given (flash-attn's paged
-#: kernel needs a multiple of 256).
-DEFAULT_PAGE_SIZE = {"flash_attn": 256, "torch": 16}
+#: kernel needs a multiple of 256; the triton kernels take any page size).
+DEFAULT_PAGE_SIZE = {"triton": 16, "flash_attn": 256, "torch": 16}
 
 
 @dataclass(slots=True)
@@ -19,8 +22,9 @@ class NativeConfig:
     neither -> 60% of free GPU memory after loading on CUDA; on CPU 131,072 tokens or 2 GiB,
     whichever is smaller).
     ``page_size``: tokens per KV page (None -> ``DEFAULT_PAGE_SIZE`` of the attention backend).
-    ``attn_backend``: ``"auto"`` (flash-attn on CUDA when importable, else torch SDPA),
-    ``"torch"`` or ``"flash_attn"``. ``max_model_len`` bounds one request's tokens
+    ``attn_backend``: ``"auto"`` (on CUDA: pdlib's Triton kernels when triton is importable, else
+    flash-attn when importable, else torch SDPA; torch on CPU), ``"triton"`` (CUDA, or CPU under
+    ``TRITON_INTERPRET=1``), ``"flash_attn"`` or ``"torch"`` (the reference). ``max_model_len`` bounds one request's tokens
     (None -> min(config max_position_embeddings, capacity))."""
     model: object
     weights: str = "pretrained"
@@ -52,8 +56,8 @@ class NativeConfig:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
         if self.max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {self.max_batch!r}")
-        if self.attn_backend not in ("auto", "torch", "flash_attn"):
-            raise ValueError(f"attn_backend must be 'auto', 'torch' or 'flash_attn', got {self.attn_backend!r}")
+        if self.attn_backend not in ATTN_BACKENDS:
+            raise ValueError(f"attn_backend must be one of {ATTN_BACKENDS}, got {self.attn_backend!r}")
 
     def page_size_for(self, backend: str) -> int:
         """Tokens per KV page: ``page_size`` when given, else the backend's default."""

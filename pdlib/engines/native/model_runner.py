@@ -23,8 +23,49 @@ from .kv_cache import KVCache, KVCapacityError
 from .memory import memory_report
 from .model import load_model
 
+#: backends whose decode kernels read only ``context_lens`` tokens: full-width graphs, captured up front
+FULL_WIDTH_BACKENDS = ("triton", "flash_attn")
 CPU_DEFAULT_CAPACITY = 131072          # tokens (covers seed 004's 32 x 2048 grid) ...
 CPU_DEFAULT_BYTES = 2 << 30             # ... but never more than 2 GiB of host memory
+
+
+def triton_unavailable(device, dtype=None) -> str | None:
+    """Why pdlib's Triton kernels cannot run on ``device`` (None: they can)."""
+    try:
+        from . import triton_attention
+    except ImportError as e:
+        return f"triton is not importable ({e})"
+    device = torch.device(device)
+    if not triton_attention.available(device):
+        return f"needs a CUDA device, or TRITON_INTERPRET=1 on CPU (device {device})"
+    if device.type == "cuda":
+        need = (8, 0) if dtype == torch.bfloat16 else (7, 0)
+        cap = torch.cuda.get_device_capability(device)
+        if cap < need:
+            return f"compute capability {cap} < {need} for {dtype}"
+    return None
+
+
+def resolve_backend(want: str, device, dtype=None) -> str:
+    """``attn_backend`` -> the backend used: ``auto`` is torch on CPU; on CUDA triton when
+    ``triton_unavailable`` says nothing, else flash_attn when importable, else torch. An explicit
+    ``triton`` or ``flash_attn`` that cannot run raises ``ImportError`` saying why."""
+    device = torch.device(device)
+    if want == "torch" or (want == "auto" and device.type != "cuda"):
+        return "torch"
+    if want in ("auto", "triton"):
+        why = triton_unavailable(device, dtype)
+        if why is None:
+            return "triton"
+        if want == "triton":
+            raise ImportError(f"attn_backend='triton': {why}")
+    try:
+        import flash_attn  # noqa: F401
+        return "flash_attn"
+    except ImportError:
+        if want == "flash_attn":
+            raise ImportError("attn_backend='flash_attn' needs the flash-attn package") from None
+        return "torch"
 
 
 class ModelRunner:
@@ -44,24 +85,15 @@ class ModelRunner:
         self.max_pages = self.cache.pages_needed(self.max_model_len)
         self.graphs = None
         if cfg.cuda_graphs and self.device.type == "cuda":
-            flash = self.backend == "flash_attn"
+            full = self.backend in FULL_WIDTH_BACKENDS
             self.graphs = DecodeGraphs(self._forward_decode, max_batch=cfg.max_batch, max_pages=self.max_pages,
                                        scratch_page=self.cache.scratch_page, page_size=self.cache.page_size,
-                                       device=self.device, page_buckets=not flash)
-            if flash:
+                                       device=self.device, page_buckets=not full)
+            if full:
                 self.graphs.capture_all()
 
     def _backend(self) -> str:
-        want = self.cfg.attn_backend
-        if want == "torch" or (want == "auto" and self.device.type != "cuda"):
-            return "torch"
-        try:
-            import flash_attn  # noqa: F401
-            return "flash_attn"
-        except ImportError:
-            if want == "flash_attn":
-                raise ImportError("attn_backend='flash_attn' needs the flash-attn package") from None
-            return "torch"
+        return resolve_backend(self.cfg.attn_backend, self.device, self.model.dtype)
 
     def _kv_cache(self, page: int) -> KVCache:
         cfg, c = self.cfg, self.hf_config

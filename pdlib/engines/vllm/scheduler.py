@@ -60,7 +60,7 @@ def policy_spec(policy) -> dict:
     if spec["policy"] == "dynamic":
         spec = {"policy": "dynamic", "N": policy.N, "p0": policy.p, "ema_alpha": policy.ema_alpha,
                 "update_interval": policy.update_interval, "mu_L": policy.mu_L,
-                "timing": policy.timing.as_kwargs()}
+                "estimator": policy.estimator, "timing": policy.timing.as_kwargs()}
     return spec
 
 
