@@ -7,7 +7,9 @@
 #
 # Steps (each writes OUTDIR/<step>/, its output in OUTDIR/<step>/log.txt; a failing or timed-out
 # step is recorded and the next one runs):
-#   env     nvidia-smi, python/torch/transformers/triton versions, the attention backend "auto" picks
+#   env     nvidia-smi, python/torch/transformers/triton versions, the attention backend "auto" picks,
+#           a Triton smoke test (compile + compare with torch; if it fails the later steps run with
+#           PDLIB_ATTN_BACKEND=torch, so one GPU run still measures everything else)
 #   tests   pytest -m gpu over the test files holding gpu tests (junit.xml)
 #   bench   benchmarks/native_vs_hf.py: Qwen3-1.7B config, random weights, bf16 (result.json, result.md)
 #   grid    pdlib run --grid params/grid-gpu-check.yaml: alpaca + sharegpt, N=64, 1,024 requests,
@@ -34,7 +36,7 @@ SELF_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_DIR="$(cd "$SELF_DIR/.." && pwd)"
 STAGE_DIR="$REPO_DIR/.gpu-check"
 STEPS=(env tests bench grid memory)
-declare -A LIMIT=([env]=30 [tests]=100 [bench]=120 [grid]=180 [memory]=60)
+declare -A LIMIT=([env]=60 [tests]=90 [bench]=100 [grid]=190 [memory]=40)
 PYTEST_WHEELS=(pytest pluggy iniconfig pytest-timeout)
 
 usage() { sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; }
@@ -134,8 +136,32 @@ try:
                                          "--format=csv,noheader"], capture_output=True, text=True, timeout=20).stdout.strip()
 except (OSError, subprocess.SubprocessError) as e:
     info["nvidia_smi"] = f"not run: {e}"
+if info["auto_backend"] == "triton":      # compile and check the kernels once before the long steps
+    try:
+        from pdlib.engines.native import attention as A, triton_attention as T
+        g = torch.Generator(device="cuda").manual_seed(0)
+        for dt, tol in ((torch.bfloat16, 2e-2), (torch.float32, 2e-5)):
+            k = torch.randn(9, 16, 2, 128, device="cuda", generator=g).to(dt)
+            v = torch.randn(9, 16, 2, 128, device="cuda", generator=g).to(dt)
+            q = torch.randn(3, 8, 128, device="cuda", generator=g).to(dt)
+            bt = torch.tensor([[4, 0, 7, 2], [1, 8, 8, 8], [3, 5, 6, 8]], device="cuda", dtype=torch.int32)
+            cl = torch.tensor([60, 1, 33], device="cuda", dtype=torch.int32)
+            ref = A.decode_torch(q.float()[:, :, None], k.float(), v.float(), bt, cl, 0.088)[:, 0]
+            for splits in (1, 4):
+                err = (T.decode_attention(q, k, v, bt, cl, 0.088, splits=splits).float() - ref).abs().max().item()
+                assert err <= tol, f"decode {dt} splits={splits}: max error {err:.3g} > {tol}"
+            k2, v2, k3, v3 = k.clone(), v.clone(), k.clone(), v.clone()
+            slots = torch.tensor([3, 77, 140], device="cuda")
+            A.store_kv(k2, v2, q[:, :2], q[:, 2:4], slots)
+            T.store_kv(k3, v3, q[:, :2], q[:, 2:4], slots)
+            assert torch.equal(k2, k3) and torch.equal(v2, v3), f"store_kv {dt} differs"
+        torch.cuda.synchronize()
+        info["triton_smoke"] = "ok"
+    except Exception as e:  # noqa: BLE001 - reported; the later steps fall back to torch
+        info["triton_smoke"] = f"{type(e).__name__}: {e}"[:500]
 (out / "env.json").write_text(json.dumps(info, indent=2))
 print(json.dumps(info, indent=2))
+sys.exit(0 if info.get("triton_smoke") in (None, "ok") else 1)
 PY
 
 read -r -d '' SUMMARY_PY <<'PY' || true
@@ -156,6 +182,8 @@ if e:
     notes["env"] = (f"{e['gpu']} ({e['gpu_memory_gb']} GB, sm {e['capability']}), torch {e['torch']}, transformers "
                     f"{e['transformers']}, triton {e['triton']}, flash-attn {e['flash_attn']}; auto attention: "
                     f"{e['auto_backend']}")
+    if e.get("triton_smoke") not in (None, "ok"):
+        notes["env"] += f"; Triton smoke test FAILED ({e['triton_smoke']}), later steps ran with torch attention"
 try:
     t = ET.parse(out / "tests/junit.xml").getroot()
     t = t if t.tag == "testsuite" else t.find("testsuite")
@@ -218,7 +246,7 @@ if [[ $SUMMARY == 1 ]]; then
     exit 0
 fi
 if [[ $DRY == 1 ]]; then
-    [[ -n "$WHEELS" ]] && show "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "<site>" "$WHEELS/*.whl"
+    [[ -n "$WHEELS" ]] && echo "wheels: $(show "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "<site>" "$WHEELS/*.whl")"
     for s in "${STEPS[@]}"; do
         skipped "$s" && { echo "# $s: skipped"; continue; }
         if [[ $s == env ]]; then c=("$PY" -c "<ENV_PY: versions, GPU, auto backend -> env.json>" "$OUT/env")
@@ -265,6 +293,14 @@ for s in "${STEPS[@]}"; do
     fi
     case $rc in 0) st=ok ;; 124|137) st=timeout ;; *) st="failed($rc)" ;; esac
     [[ $rc == 0 ]] || FAILED=1
+    if [[ $s == env ]]; then
+        smoke="$("$PY" -c 'import json, sys; print(json.load(open(sys.argv[1])).get("triton_smoke") or "")' \
+                 "$OUT/env/env.json" 2>/dev/null)" || smoke=""
+        if [[ -n "$smoke" && "$smoke" != ok ]]; then
+            export PDLIB_ATTN_BACKEND=torch
+            echo "gpu-check: the Triton smoke test failed ($smoke); later steps run with attn_backend torch" >&2
+        fi
+    fi
     printf '%s\t%s\t%s\n' "$s" "$st" "$((SECONDS - t0))" >> "$OUT/steps.tsv"
     echo "gpu-check: $s: $st in $((SECONDS - t0)) s" >&2
 done

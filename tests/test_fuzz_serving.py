@@ -389,8 +389,18 @@ def _interrupt_after(n: int):
     return hook
 
 
+@pytest.fixture()
+def sigint_raises():
+    """Ctrl-C as in a terminal: Python's default SIGINT handler. A process started in the
+    background by a non-interactive shell inherits SIGINT *ignored* (POSIX), and Python then
+    installs no handler, so the injected Ctrl-C would be lost; set it for the test, restore after."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)
+
+
 @pytest.mark.parametrize("in_loop", [False, True], ids=["plain", "in_running_loop"])
-def test_ctrl_c_mid_run(in_loop, tmp_path, capfd):
+def test_ctrl_c_mid_run(in_loop, tmp_path, capfd, sigint_raises):
     """Ctrl-C while requests stream: every request still has a row (ok/cancelled/not_sent),
     summary and manifest (``interrupted``) are written, KeyboardInterrupt reaches the caller.
     ``in_running_loop``: run_profile called from inside a running event loop, like a Jupyter

@@ -4,6 +4,7 @@ command would (no GPU here; the real run is the script itself on a GPU machine, 
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -53,15 +54,21 @@ def test_bad_arguments_exit_2(args, msg, tmp_path):
 
 def test_dry_run_prints_every_step(data, tmp_path):
     out = tmp_path / "res"
-    p = sh(out, "--dry-run", "--data", data, "--timeout", "grid=99", "--python", "py3")
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    p = sh(out, "--dry-run", "--data", data, "--timeout", "grid=99", "--python", "py3", "--wheels", wheels)
     assert p.returncode == 0, p.stderr
     lines = p.stdout.splitlines()
     steps = {ln.split(":", 1)[0]: shlex.split(ln.split(":", 1)[1]) for ln in lines if not ln.startswith("#")}
-    assert list(steps) == [*STEPS, "summary"]
+    assert list(steps) == ["wheels", *STEPS, "summary"]
+    w = steps["wheels"]
+    assert w[:5] == ["py3", "-m", "pip", "install", "-q"] and "--no-index" in w and "--no-deps" in w
+    assert w[-1] == f"{wheels}/*.whl"
     assert not out.exists()                                               # nothing run, nothing written
     model = str(data.resolve() / "models" / "qwen3-1.7b")
     t = steps["tests"]
-    assert t[:2] == ["timeout", "100"] and t[2:6] == ["py3", "-m", "pytest", "-m"] and t[6] == "gpu"
+    assert t[0] == "timeout" and t[2:6] == ["py3", "-m", "pytest", "-m"] and t[6] == "gpu"
+    assert sum(int(steps[s][1]) for s in STEPS if s != "grid") + 190 <= 480       # the 8-minute budget
     assert {"tests/test_native_gpu.py", "tests/test_triton_attention.py"} <= set(t)
     assert t[t.index("--junitxml") + 1] == f"{out}/tests/junit.xml"
     b = steps["bench"]
@@ -94,15 +101,16 @@ STUB = r'''#!/usr/bin/env bash
 real=__REAL__
 a="$*"
 case "$a" in
-  *"pdlib GPU check"*) exec "$real" "$@" ;;
+  *"pdlib GPU check"*|"-c import json, sys; print"*) exec "$real" "$@" ;;
   "-c import torch, sys"*) exit 0 ;;
   "-c import torch") exit 0 ;;
   "-c import ipykernel"|"-c import pytest_timeout") exit 1 ;;
   -c*"auto_backend"*) d="${@: -1}"; echo '{"gpu": "Stub H100", "gpu_memory_gb": 80, "capability": "9.0",
-      "torch": "2.11", "transformers": "5.17", "triton": "3.6", "flash_attn": null, "auto_backend": "triton"}' > "$d/env.json" ;;
+      "torch": "2.11", "transformers": "5.17", "triton": "3.6", "flash_attn": null, "auto_backend": "triton",
+      "triton_smoke": "'"${STUB_SMOKE:-ok}"'"}' > "$d/env.json"; [[ "${STUB_SMOKE:-ok}" == ok ]] ;;
   *"-m pytest"*) x="${a#*--junitxml }"; echo '<testsuites><testsuite tests="9" failures="1" errors="0"
       skipped="2"></testsuite></testsuites>' > "${x%% *}"; echo "1 failed"; exit 1 ;;
-  *native_vs_hf.py*) x="${a#*--json-out }"; echo '{"decode": [{"batch": 64, "context": 512, "native_ms": 3.0,
+  *native_vs_hf.py*) x="${a#*--json-out }"; echo "attention ${PDLIB_ATTN_BACKEND:-auto}"; echo '{"decode": [{"batch": 64, "context": 512, "native_ms": 3.0,
       "native_device_ms": 2.9, "floor_ms": 2.4, "hf_eager_ms": 25.0}], "serving": {"native_tok_s": 15000,
       "hf_generate_batch_tok_s": 1250}}' > "$x" ;;
   *"pdlib run"*) x="${a#*--outputs }"; x="${x%% *}"; c="$x/gpu-check/alpaca/qwen3-1.7b/native-gpu"; mkdir -p "$c"
@@ -119,7 +127,9 @@ def test_whole_run_layout_statuses_and_summary(data, tmp_path):
     stub.write_text(STUB.replace("__REAL__", shlex.quote(sys.executable)))
     stub.chmod(0o755)
     out = tmp_path / "res"
-    p = sh(out, "--python", stub, "--data", data, "--timeout", "memory=1", timeout=120)
+    (tmp_path / "wheels").mkdir()                                     # none to install
+    p = sh(out, "--python", stub, "--data", data, "--wheels", tmp_path / "wheels", "--timeout", "memory=1",
+           timeout=120)
     assert p.returncode == 1, p.stderr                                # a step failed
     rows = [ln.split("\t") for ln in (out / "steps.tsv").read_text().splitlines()]
     assert rows[0] == ["step", "status", "seconds"]
@@ -139,5 +149,21 @@ def test_whole_run_layout_statuses_and_summary(data, tmp_path):
     assert "native 3.00 ms/step" in table["bench"] and "(1.25x)" in table["bench"] and "15000 tok/s" in table["bench"]
     assert "1 of 2 notebooks ok in 1 cells" in table["grid"] and "boom" in table["grid"]
     assert "| memory | timeout |" in summary
+    assert (out / "bench" / "log.txt").read_text().strip() == "attention auto"
     again = sh(out, "--summary", "--python", sys.executable)
     assert again.returncode == 0 and again.stdout == summary
+
+
+def test_failed_triton_smoke_test_pins_torch_attention(data, tmp_path):
+    stub = tmp_path / "py"
+    stub.write_text(STUB.replace("__REAL__", shlex.quote(sys.executable)))
+    stub.chmod(0o755)
+    (tmp_path / "wheels").mkdir()
+    out = tmp_path / "res"
+    env = {**os.environ, "STUB_SMOKE": "CompilationError: boom"}
+    p = sh(out, "--python", stub, "--data", data, "--wheels", tmp_path / "wheels", "--skip", "tests,grid,memory",
+           env=env)
+    assert p.returncode == 1 and "later steps run with attn_backend torch" in p.stderr
+    assert (out / "bench" / "log.txt").read_text().splitlines()[0] == "attention torch"
+    assert "Triton smoke test FAILED (CompilationError: boom)" in (out / "summary.md").read_text()
+    assert "| env | failed(1) |" in p.stdout and "| tests | skipped |" in p.stdout

@@ -161,6 +161,12 @@ def test_resolve_backend_on_cpu(monkeypatch):
         assert triton_unavailable("cpu") is None and resolve_backend("triton", "cpu") == "triton"
     import sys
 
+    monkeypatch.setenv("PDLIB_ATTN_BACKEND", "torch")                 # a machine-wide pin replaces auto
+    assert resolve_backend("auto", "cuda") == "torch" and resolve_backend("triton", "cpu" if T.INTERPRET else "cuda")
+    monkeypatch.setenv("PDLIB_ATTN_BACKEND", "tritonx")
+    with pytest.raises(ValueError, match="PDLIB_ATTN_BACKEND must be one of"):
+        resolve_backend("auto", "cpu")
+    monkeypatch.delenv("PDLIB_ATTN_BACKEND")
     from pdlib.engines import native
     monkeypatch.delattr(native, "triton_attention", raising=False)      # as if triton were not installed
     monkeypatch.setitem(sys.modules, "pdlib.engines.native.triton_attention", None)

@@ -23,8 +23,9 @@ class NativeConfig:
     whichever is smaller).
     ``page_size``: tokens per KV page (None -> ``DEFAULT_PAGE_SIZE`` of the attention backend).
     ``attn_backend``: ``"auto"`` (on CUDA: pdlib's Triton kernels when triton is importable, else
-    flash-attn when importable, else torch SDPA; torch on CPU), ``"triton"`` (CUDA, or CPU under
-    ``TRITON_INTERPRET=1``), ``"flash_attn"`` or ``"torch"`` (the reference). ``max_model_len`` bounds one request's tokens
+    flash-attn when importable, else torch SDPA; torch on CPU; ``$PDLIB_ATTN_BACKEND`` replaces it
+    when set), ``"triton"`` (CUDA, or CPU in Triton's interpreter), ``"flash_attn"`` or ``"torch"``
+    (the reference). ``max_model_len`` bounds one request's tokens
     (None -> min(config max_position_embeddings, capacity))."""
     model: object
     weights: str = "pretrained"

@@ -12,12 +12,14 @@ The runner knows nothing of requests' lengths, policies or termination: the engi
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 
 from ... import theory
 from .attention import AttnContext, set_context
-from .config import NativeConfig
+from .config import ATTN_BACKENDS, NativeConfig
 from .graphs import DecodeGraphs
 from .kv_cache import KVCache, KVCapacityError
 from .memory import memory_report
@@ -49,8 +51,14 @@ def triton_unavailable(device, dtype=None) -> str | None:
 def resolve_backend(want: str, device, dtype=None) -> str:
     """``attn_backend`` -> the backend used: ``auto`` is torch on CPU; on CUDA triton when
     ``triton_unavailable`` says nothing, else flash_attn when importable, else torch. An explicit
-    ``triton`` or ``flash_attn`` that cannot run raises ``ImportError`` saying why."""
+    ``triton`` or ``flash_attn`` that cannot run raises ``ImportError`` saying why.
+    ``PDLIB_ATTN_BACKEND`` (one of ``ATTN_BACKENDS``), when set, replaces ``auto`` (a machine-wide
+    pin, e.g. torch where the Triton kernels fail: scripts/gpu-check.sh sets it so)."""
     device = torch.device(device)
+    if want == "auto" and os.environ.get("PDLIB_ATTN_BACKEND"):
+        want = os.environ["PDLIB_ATTN_BACKEND"]
+        if want not in ATTN_BACKENDS:
+            raise ValueError(f"PDLIB_ATTN_BACKEND must be one of {ATTN_BACKENDS}, got {want!r}")
     if want == "torch" or (want == "auto" and device.type != "cuda"):
         return "torch"
     if want in ("auto", "triton"):

@@ -20,7 +20,8 @@ per layer, K and V apart; the last page is the scratch page of padded CUDA-graph
 
 Without a CUDA device (or with ``TRITON_INTERPRET=1``) the kernels run in Triton's interpreter
 on CPU tensors (``INTERPRET``; the tests). The interpreter (triton 3.9) gets bf16 arithmetic and
-``tl.dot`` wrong (numpy has no bf16), so there every load is cast to fp32 first (``UPCAST``); on a GPU the dots take the cache dtype (fp32: IEEE, not TF32) with fp32 accumulation.
+``tl.dot`` wrong (numpy has no bf16), so there every load is cast to fp32 first (``UPCAST``);
+on a GPU the dots take the cache dtype (fp32: IEEE, not TF32) with fp32 accumulation.
 Block sizes are fixed defaults (BLOCK_N 64 for head_dim <= 128, 4 warps, 2 stages), untuned.
 """
 from __future__ import annotations
