@@ -82,7 +82,9 @@ def lengths(args) -> int:
     prompt_only = set((wl.meta or {}).get("prompt_only_ids") or ())
     reqs = [r for r in wl.requests if r.id not in prompt_only]   # no reference output: nothing to pair
     if not reqs:
-        raise CLIError(f"--dataset {args.dataset}: no request with a reference output length to write")
+        raise CLIError(f"--dataset {args.dataset}: no request with a reference output length to write"
+                       + (f" ({len(prompt_only)} prompt-only requests kept by --keep-prompt-only have none)"
+                          if prompt_only else ""))
     try:
         text = format_lengths([r.input_len for r in reqs], [r.output_len for r in reqs])
     except ValueError as e:

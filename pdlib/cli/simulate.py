@@ -17,6 +17,7 @@ few steps for this p, or --warmup dropping them all) is an error, not a table of
 from __future__ import annotations
 
 import argparse
+import math
 import time
 
 from ..policy import DEFAULT_ESTIMATOR, ESTIMATORS
@@ -214,8 +215,8 @@ def run(args) -> int:
             re_ = res if pe is pol else simulate(pe)
             t_all = metrics.throughput_summary(re_.columns)
             t_ss = metrics.throughput_summary(re_.columns, warmup=warmup)
-            out.update({f"online_requests_per_s_{est}": t_all["requests_per_s"],
-                        f"online_requests_per_s_steady_{est}": t_ss["requests_per_s"],
+            out.update({f"online_requests_per_s_{est}": _number(t_all["requests_per_s"]),
+                        f"online_requests_per_s_steady_{est}": _number(t_ss["requests_per_s"]),
                         f"online_final_p_{est}": float(pe.p), f"online_final_k_{est}": int(pe.k)})
     if lens is None:
         out["validity"] = validity_list(theory.paper_validity(args.N, p, mu))
@@ -223,6 +224,13 @@ def run(args) -> int:
         out.update(_lengths_theory(args, k, lens, timing, mem, thr_ss))
     emit(check_finite(out, RANGE_CAUSE), args.json)
     return 0
+
+
+def _number(v):
+    """A rate of the second estimator's run, or None where it has none (e.g. --warmup dropped all
+    of that run's cycles; the main run's numbers are checked by check_finite instead)."""
+    v = float(v)
+    return v if math.isfinite(v) else None
 
 
 def _err(a, b):

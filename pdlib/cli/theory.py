@@ -3,7 +3,14 @@
 Every option is checked against a documented range before anything is computed (bounds in
 ``pdlib.cli.output``: N <= 10^6, token counts <= 10^7, times <= 10^6 s, p >= 10^-12); a bad
 value is a one-line error naming the option (exit status 2), and a result that would still
-be NaN/inf is refused the same way instead of printed."""
+be NaN/inf is refused the same way instead of printed.
+
+``--lengths FILE.csv`` (``kstar``, ``memory``; read by ``pdlib.cli.lengths``) takes p = 1/mean
+output and the input mean/variance from paired token counts and adds the length-aware model of
+``pdlib.theory.lengths`` beside the paper's numbers (``*_lengths`` keys). Every result carries the
+validity flags of the formulas it quotes (``validity``: the paper's; ``validity_lengths``: the
+length-aware model's), each ``{name, holds, value, threshold, why}``; the table prints them last
+as ``assume:NAME  yes|no  value V vs threshold T`` rows."""
 from __future__ import annotations
 
 import argparse
@@ -173,6 +180,9 @@ def run_memory(args) -> int:
             if getattr(args, opt) is None:
                 raise CLIError(f"--{opt.replace('_', '-')} is required (or --lengths FILE.csv)")
         p, mu, var = args.p, args.mean_input, 0.0 if args.var_input is None else args.var_input
+        if p >= 1 and var == 0:
+            raise CLIError("--p 1 with --var-input 0: every request ends in its prefill, the KV variance is 0 "
+                           "and the OOM bound is undefined; use --p < 1 or --var-input > 0")
     else:
         check_theory_bounds(lens, N)
         p, mu, var = lens.p, lens.mu_L, lens.var_L
