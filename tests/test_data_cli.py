@@ -66,3 +66,34 @@ def test_module_entry_point(data_dir, tmp_path):
     assert r.returncode == 0, r.stderr
     d = json.loads(r.stdout)
     assert d["count"] == 383 and d["skipped"] == 17
+
+
+def test_stats_prints_skip_reasons_and_the_ignored_tokenizer(capsys, data_dir):
+    rc, out, _ = _run(capsys, "--dataset", "burstgpt", "--data-dir", str(data_dir), "--tokenizer", "qwen3")
+    rows = {line.split("  ")[0].strip(): line.split("  ")[-1].strip() for line in out.splitlines()}
+    assert rc == 0 and rows["skipped"] == "17" and rows["skipped: Request tokens: zero tokens"] == "17"
+    assert rows["tokenizer"] == "counts from the trace" and "'qwen3' not used (ignored)" in rows["tokenizer_note"]
+    assert "skip_reasons" not in rows
+
+
+def test_stats_and_lengths_of_a_jsonl_trace(capsys, data_dir, tmp_path):
+    f = tmp_path / "mooncake.jsonl"
+    with open(data_dir / "traces" / "AzureLLMInferenceTrace_code.csv", newline="") as src:
+        import csv
+        rows = list(csv.DictReader(src))[:50]
+    f.write_text("".join(json.dumps({"timestamp": i, "in": int(r["ContextTokens"]), "out": int(r["GeneratedTokens"])})
+                         + "\n" for i, r in enumerate(rows)) + "\n")
+    rc, out, err = _run(capsys, "--dataset", "trace", "--path", str(f), "--json")
+    assert rc == 2 and not out and len(err.strip().splitlines()) == 1
+    assert "no input-length column" in err and "'timestamp', 'in', 'out'" in err and "--input-col" in err
+    rc, out, _ = _run(capsys, "--dataset", "trace", "--path", str(f), "--input-col", "in", "--output-col", "out",
+                      "--json")
+    d = json.loads(out)
+    assert rc == 0 and d["dataset"] == "mooncake" and d["count"] == 50 and d["skip_reasons"] == {"line: blank": 1}
+    assert d["output_mean"] == pytest.approx(sum(int(r["GeneratedTokens"]) for r in rows) / 50)
+    lens = tmp_path / "lens.csv"
+    assert main(["data", "lengths", "--dataset", "trace", "--path", str(f), "--input-col", "in", "--output-col", "out",
+                 "-o", str(lens)]) == 0
+    got = capsys.readouterr().out
+    assert '{"line: blank": 1}' in got and "counts from the trace" in got
+    assert lens.read_text().splitlines()[1] == f"{rows[0]['ContextTokens']},{rows[0]['GeneratedTokens']}"

@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "pdlib.cli.data",            # data stats
     "pdlib.cli.profile",         # profile (engine timing fits)
     "pdlib.cli.grid",            # run (papermill grid)
+    "pdlib.cli.findings",        # findings (docs/findings.md from a grid run)
     "pdlib.cli.memory_profile",  # profile-memory, compare-estimates
     "pdlib.cli.serving",         # serve-profile
 )

@@ -12,12 +12,13 @@ import os
 from .output import CLIError, emit
 
 _SPEC_FIELDS = ("dataset", "tokenizer", "data_dir", "path", "split", "num_requests", "seed", "max_input_tokens",
-                "max_output_tokens", "chat_template", "keep_prompt_only", "p", "input_len")
+                "max_output_tokens", "chat_template", "keep_prompt_only", "p", "input_len", "input_col", "output_col")
 
 
 def _workload_options(s) -> None:
     s.add_argument("--dataset", required=True, help="alpaca | sharegpt | longbench | longbench_v1 | lmsys | "
-                   "processbench | azure-code | azure-conv | burstgpt | sharegpt-stats | synthetic")
+                   "processbench | azure-code | azure-conv | burstgpt | sharegpt-stats | trace (any length trace: "
+                   "--path FILE.csv|.jsonl) | synthetic")
     s.add_argument("--tokenizer", help="tokenizer folder, HF id, or a name in DATA_DIR/models (qwen3, llama-2); "
                    "needed for text datasets")
     s.add_argument("--data-dir", help="data folder (default $PDLIB_DATA_DIR, else ../shared/data)")
@@ -32,6 +33,11 @@ def _workload_options(s) -> None:
     s.add_argument("--p", type=float, help="synthetic: termination probability")
     s.add_argument("--input-len", type=int, help="synthetic: input length (fixed) or mean (geometric)")
     s.add_argument("--input-dist", default="fixed", help="synthetic: fixed | uniform | geometric")
+    s.add_argument("--input-col", help="traces: the column with input (prompt) token counts (default: the "
+                   "trace's own, or detected for --dataset trace: input_length, ContextTokens, Request tokens, "
+                   "num_prefill_tokens, ...)")
+    s.add_argument("--output-col", help="traces: the column with output token counts (default: as --input-col: "
+                   "output_length, GeneratedTokens, Response tokens, num_decode_tokens, ...)")
     s.add_argument("--no-cache", action="store_true", help="do not read or write the tokenized-workload cache")
     s.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -64,8 +70,17 @@ def _load(args):
 
 def stats(args) -> int:
     from pdlib.data import workload_stats
-    emit(workload_stats(_load(args)), args.json)
+    st = workload_stats(_load(args))
+    emit(st if args.json else with_skip_rows(st), args.json)
     return 0
+
+
+def with_skip_rows(st: dict) -> dict:
+    """The human table's form: ``skip_reasons`` as one ``skipped: REASON  COUNT`` row per reason."""
+    out = {k: v for k, v in st.items() if k != "skip_reasons"}
+    for reason, n in (st.get("skip_reasons") or {}).items():
+        out[f"skipped: {reason}"] = n
+    return out
 
 
 def lengths(args) -> int:
@@ -101,7 +116,8 @@ def lengths(args) -> int:
            "tokenizer": st["tokenizer"]}
     if prompt_only:
         out["prompt_only_dropped"] = len(prompt_only)
-    if "note" in st:
-        out["note"] = st["note"]
+    for k in ("tokenizer_note", "lengths", "note"):
+        if k in st:
+            out[k] = st[k]
     emit(out, args.json)
     return 0

@@ -19,7 +19,7 @@ MIN_P = 1e-9              # synthetic p: mean output 1/p <= 10^9 tokens
 _COUNTS = {"num_requests": (MAX_REQUESTS, "10^7"), "max_input_tokens": (MAX_TOKENS, MAX_TOKENS_TEXT),
            "max_output_tokens": (MAX_TOKENS, MAX_TOKENS_TEXT), "input_len": (MAX_TOKENS, MAX_TOKENS_TEXT),
            "input_min": (MAX_TOKENS, MAX_TOKENS_TEXT), "input_max": (MAX_TOKENS, MAX_TOKENS_TEXT)}
-_TEXTS = ("split", "path", "data_dir", "input_dist")
+_TEXTS = ("split", "path", "data_dir", "input_dist", "input_col", "output_col")
 _FLAGS = ("chat_template", "keep_prompt_only", "cache")
 
 
@@ -65,6 +65,10 @@ DATASETS: dict[str, DatasetInfo] = {d.name: d for d in (
                 note="BurstGPT; counts from the OpenAI tokenizer of ChatGPT/GPT-4, not the model's; split = Model column"),
     DatasetInfo("sharegpt-stats", "trace", None, "traces/sharegpt_8k_filtered_stats_llama2_tokenizer.csv",
                 note="ShareGPT lengths counted with the Llama-2 tokenizer, not the model's"),
+    DatasetInfo("trace", "trace", None, "any length trace given by path: CSV, JSON Lines or a JSON list",
+                note="counts from the trace; columns from input_col/output_col or detected (Mooncake input_length/"
+                     "output_length, Azure, BurstGPT, etalon num_prefill_tokens/num_decode_tokens, ...); "
+                     "named after its file"),
     DatasetInfo("synthetic", "synthetic", None, "(generated)",
                 note="geometric output lengths with termination probability p; input lengths from input_dist"),
 )}
@@ -90,6 +94,8 @@ class DatasetSpec:
     input_min: int | None = None          # synthetic uniform bounds
     input_max: int | None = None
     cache: bool = True                    # read/write the on-disk tokenized-workload cache
+    input_col: str | None = None          # traces: the input-token column (None: the trace's, or detected)
+    output_col: str | None = None         # traces: the output-token column
 
     @classmethod
     def from_any(cls, spec) -> DatasetSpec:
@@ -129,6 +135,10 @@ class DatasetSpec:
         if tok is not None and not isinstance(tok, (str, os.PathLike)) and not hasattr(tok, "encode_prompts"):
             raise ValueError(f"dataset spec tokenizer={_short(tok)}: expected a folder, a Hugging Face id "
                              f"or a name in <data_dir>/models")
+        cols = [k for k in ("input_col", "output_col") if getattr(self, k) is not None]
+        if cols and DATASETS[self.dataset].kind != "trace":
+            raise ValueError(f"dataset spec {cols[0]}={_short(getattr(self, cols[0]))}: only for length traces "
+                             f"({', '.join(n for n, d in DATASETS.items() if d.kind == 'trace')}), not {self.dataset}")
         bad_flags = [k for k in _FLAGS if not isinstance(getattr(self, k), bool)]
         if bad_flags:
             k = bad_flags[0]

@@ -16,7 +16,8 @@ def _summary(x: np.ndarray, prefix: str) -> dict:
 
 def workload_stats(workload) -> dict:
     """Keys: dataset, count, input_{mean,median,p95,max}, output_{mean,median,p95,max}, p, skipped,
-    skip_reasons ({reason: count}), truncated, tokenizer, plus prompt_only and a note when they matter.
+    skip_reasons ({reason: count}), truncated, tokenizer ("counts from the trace" for a length trace),
+    plus prompt_only, tokenizer_note (a tokenizer given for a trace is not used) and a note when they matter.
     Output statistics and p use only requests with a reference output (prompt-only requests are excluded)."""
     meta = workload.meta or {}
     prompt_only = set(meta.get("prompt_only_ids") or ())
@@ -32,11 +33,16 @@ def workload_stats(workload) -> dict:
     d["skip_reasons"] = skip_reason_counts(workload.skipped)
     d["truncated"] = workload.num_truncated
     d["tokenizer"] = meta.get("tokenizer")
+    if d["tokenizer"] is None and str(meta.get("lengths") or "").startswith("counts from the trace"):
+        d["tokenizer"] = "counts from the trace"     # a length trace: no tokenizer of ours counted these
+        d["lengths"] = meta["lengths"]
+    if meta.get("tokenizer_note"):
+        d["tokenizer_note"] = meta["tokenizer_note"]
     if prompt_only:
         d["prompt_only"] = len(prompt_only)
     if d["truncated"]:
         d["note"] = (f"{d['truncated']} outputs capped at max_output_tokens: mean output is biased low and "
                      f"p = 1/mean biased high")
-    elif meta.get("lengths") and meta.get("tokenizer") is None:
+    elif meta.get("lengths") and meta.get("tokenizer") is None and "lengths" not in d:
         d["note"] = meta["lengths"]
     return d

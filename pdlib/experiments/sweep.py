@@ -15,7 +15,15 @@ length -> p = 1/mean) and k* with its range (k* at both ends of the p interval);
 run also gets its steady-state requests/s with a 95 % interval (ratio batch means over
 MSER-5 steady-state cycles); the length-aware k* (``theory.k_star_lengths`` on the paired
 lengths) and the paper's validity flags (``theory.paper_validity``) stand beside it.
-``kstar_experiment`` returns all of it as a ``SweepResult``.
+Which k are run (``k_search``: full sweep, spread, given list or the adaptive search of
+``pdlib.experiments.search``, every run logged with why) and the throughput at k* and k_hat
+with 95 % intervals over ``repeats`` paired runs, the gap's interval and its verdict against
+``gap_threshold_pct`` (``search.gap_over_repeats``). ``kstar_experiment`` returns all of it as
+a ``SweepResult``; its JSON keys beside the older ones: ``k_search`` (mode, runs in order with
+reason, tied set, noise, budget), ``throughput_ci`` (k* and k_hat: values per repeat, means,
+95 % intervals; the gap, its interval, threshold and verdict), ``gap_repeats_pct``,
+``gap_repeats_ci`` and ``gap_verdict`` (copied from it for the index). ``gap_pct``,
+``throughput_at_k_star`` and ``throughput_at_k_hat`` keep their meaning: the repeat-0 runs.
 """
 from __future__ import annotations
 
@@ -24,6 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pdlib import metrics, theory, verdicts
+from pdlib.experiments import profiling, search
 from pdlib.experiments.result import LIVE, JsonResult
 from pdlib.policy import DynamicKStar, FixedK
 
@@ -75,6 +84,7 @@ def steady_throughput(result) -> dict:
     cy = metrics.cycles(result.log, warmup="mser")
     ci = verdicts.ratio_ci(cy.refill, cy.duration_s)
     return {"steady_requests_per_s": ci["mean"], "steady_requests_per_s_ci": [ci["lo"], ci["hi"]],
+            "steady_requests_per_s_se": ci["se"],
             "steady_cycles": len(cy), "steady_state_found": not cy.warmup_info.get("at_limit", False)}
 
 
@@ -252,10 +262,18 @@ class SweepResult(JsonResult):
     k_star_lengths: dict | None = None    # theory.k_star_lengths on the paired lengths
     validity: dict | None = None          # {"paper": [...], "length_aware": [...]} (theory Validity dicts)
     requests: dict | None = None          # verdicts.request_counts: requested vs used
+    k_search: dict | None = None          # search.KSearch.to_json: mode, every run in order with why, tied set
+    throughput_ci: dict | None = None     # search.gap_over_repeats: k*, k_hat over repeats, gap CI, verdict
+    gap_repeats_pct: float | None = None  # gap % from the means over the repeats (throughput_ci)
+    gap_repeats_ci: list | None = None    # its 95 % interval
+    gap_verdict: str | None = None        # pass / fail / inconclusive against throughput_ci's gap_threshold_pct
+    fit_range: list | None = None         # profiling.fit_range_warnings: uses of the timing fit beyond its range
     online_result: object = field(default=None, repr=False, metadata=LIVE)
 
     OPTIONAL = ("k_hat_sim", "sim_error_pct", "memory_bound", "p_interval", "p_all_interval", "k_star_range",
-                "k_star_lengths", "validity", "requests")
+                "k_star_lengths", "validity", "requests", "k_search", "throughput_ci", "gap_repeats_pct",
+                "gap_repeats_ci", "gap_verdict",
+                "fit_range")
 
     def timeline(self, max_steps: int | None = None) -> dict:
         """Phase timeline of the online run (see ``timeline``)."""
@@ -276,11 +294,18 @@ def kstar_experiment(engine, workload, timing, *, N: int, ks=None, n_points: int
                      kstar_update_interval: int = 16, offline_p_multiplier: int = 4, termination: str = "dataset",
                      max_tokens=None, exclude_degenerate: bool = False, with_sim: bool = True, seed: int = 0,
                      memory: dict | None = None, progress=None, requested: int | None = None,
-                     with_lengths: bool = True) -> SweepResult:
+                     with_lengths: bool = True, k_search: str = "auto", repeats: int = 3,
+                     repeat_order: str = "auto", max_runs: int | None = None, max_repeats: int = 3,
+                     gap_threshold_pct: float = search.GAP_THRESHOLD_PCT) -> SweepResult:
     """Everything notebook 02 reports, from one engine and one workload:
     offline p (sample of ``offline_p_multiplier * kstar_update_interval``), k*, the fixed-k
-    sweep (k* always included), k_hat, gap %, the online EMA run, the simulator's and the
-    theory's curves, truncated samples, repetition loops and (``memory``) the memory-bound N*."""
+    runs (``k_search``, see ``pdlib.experiments.search``; k* always run), k_hat, the throughput
+    at k* and k_hat over ``repeats`` paired runs with 95 % intervals, gap % with its interval and
+    verdict, the online EMA run, the simulator's and the theory's curves, truncated samples,
+    repetition loops and (``memory``) the memory-bound N*.
+
+    ``sweep`` holds the repeat-0 row of every k run; ``gap_pct`` and the throughputs at k* and
+    k_hat are those rows' (as before); the over-repeats figures are in ``throughput_ci``."""
     mu_L = float(workload.input_lens.mean())
     off = offline_p(workload, offline_p_multiplier * kstar_update_interval, seed)
     ks_info = k_star_for(N, off["p"], timing, mu_L)
@@ -292,13 +317,37 @@ def kstar_experiment(engine, workload, timing, *, N: int, ks=None, n_points: int
         kl = {"k": r.k, "throughput_rps": r.throughput, "paper_k": r.paper_k, "paper_fallback_used": r.paper_fallback_used,
               "throughput_at_paper_k_rps": r.throughput_at_paper_k, "curve": list(r.curve),
               "validity": [v.to_dict() for v in r.validity]}
+    search.check_options(N=N, repeats=repeats, max_repeats=max_repeats, max_runs=max_runs,
+                         gap_threshold_pct=gap_threshold_pct)
+    mode = search.resolve_mode(k_search, N, ks)
+    order = search.resolve_order(repeat_order, getattr(engine, "name", None))
+    deg_ids, kept = set(), {}
+
+    def evaluate(k, r):
+        row, res = run_fixed(engine, search.repeat_workload(workload, seed, r, order), N, k, termination=termination,
+                             max_tokens=max_tokens, exclude_degenerate=exclude_degenerate)
+        deg_ids.update(degenerate_ids(res, termination))
+        if r == 0 and k == kstar:
+            kept[k] = res
+        return row
+
+    ksr = search.KSearch(evaluate, N, max_runs=max_runs, max_repeats=max_repeats)
     extra_k = [kstar] + ([kl["k"]] if kl else [])
-    ks = sorted({int(k) for k in ks} | set(extra_k)) if ks else sweep_ks(N, n_points, include=extra_k)
-    rows, runs = fixed_k_sweep(engine, workload, N, ks, termination=termination, max_tokens=max_tokens,
-                               exclude_degenerate=exclude_degenerate, progress=progress)
-    khat = k_hat(rows)
+    if mode == "adaptive":
+        ksr.adaptive({"seed k*": kstar, **({"seed k* length-aware": kl["k"]} if kl else {})})
+    else:
+        todo = (range(1, N) if mode == "full" else sorted({int(k) for k in ks} | set(extra_k)) if mode == "list"
+                else sweep_ks(N, n_points, include=extra_k))
+        ksr.sweep(todo if progress is None else progress(todo), {"full": "full sweep", "list": "given ks"}.get(
+            mode, f"spread of {n_points} (+ k*)"))
+    khat = ksr.best()[0]
+    search_js = ksr.to_json(mode, order)
+    gap = search.gap_over_repeats(ksr, kstar, khat, repeats, gap_threshold_pct)
+    gap["repeat_order"] = order
+    search_js.update(runs=list(ksr.log), total_runs=len(ksr.log), per_k=ksr.per_k())
+    ks = sorted({k for k, _ in ksr.rows})
+    rows = [ksr.rows[(k, 0)] for k in ks]
     by_k = {r["k"]: r for r in rows}
-    gap = gap_pct(by_k[kstar]["requests_per_s"], by_k[khat]["requests_per_s"])
     on_res, pol = online_run(engine, workload, N, timing, off["p"], mu_L=mu_L, ema_alpha=ema_alpha,
                              update_interval=kstar_update_interval, termination=termination, max_tokens=max_tokens)
     on_deg = degenerate_ids(on_res, termination)
@@ -312,7 +361,8 @@ def kstar_experiment(engine, workload, timing, *, N: int, ks=None, n_points: int
                                                         "mean_output_ci")},
              "p_all_interval": verdicts.p_interval(workload.output_lens),
              "k_star_range": k_star_range(N, off, timing, mu_L),
-             "requests": verdicts.request_counts(requested, len(workload), getattr(workload, "meta", None))}
+             "requests": verdicts.request_counts(requested, len(workload), getattr(workload, "meta", None)),
+             "fit_range": profiling.fit_range_warnings(timing, workload, N, ks)}
     paper_v = theory.paper_validity(N, off["p"], mu_L, workload.input_lens, np.maximum(workload.output_lens, 1))
     extra["validity"] = {"paper": [v.to_dict() for v in paper_v], "length_aware": kl["validity"] if kl else None}
     if kl is not None:
@@ -320,7 +370,6 @@ def kstar_experiment(engine, workload, timing, *, N: int, ks=None, n_points: int
             kl["measured_requests_per_s"] = by_k[kl["k"]]["requests_per_s"]
         extra["k_star_lengths"] = kl
     th = {"k": list(range(1, N)), "requests_per_s": theory_curve(list(range(1, N)), N, p_all, timing, mu_L)}
-    deg_ids = sorted(set().union(*[degenerate_ids(r, termination) for r in runs.values()])) if runs else []
     if sim_rows:
         sim_by_k = {r["k"]: r["requests_per_s"] for r in sim_rows}
         extra["k_hat_sim"] = k_hat(sim_rows)
@@ -333,7 +382,8 @@ def kstar_experiment(engine, workload, timing, *, N: int, ks=None, n_points: int
         N=N, ks=ks, termination=termination, max_tokens=max_tokens, mu_L=mu_L, p_offline=off["p"], p_all=p_all,
         offline_sample_size=off["sample_size"], **ks_info, k_hat=khat,
         throughput_at_k_star=by_k[kstar]["requests_per_s"], throughput_at_k_hat=by_k[khat]["requests_per_s"],
-        gap_pct=gap, sweep=rows, sim=sim_rows, theory_curve=th, online=online, timing=timing,
-        exclude_degenerate=exclude_degenerate, degenerate_ids=deg_ids,
-        truncated=truncated_samples(workload, runs.get(kstar)),
-        engine_meta=runs[kstar].meta if kstar in runs else {}, online_result=on_res, **extra)
+        gap_pct=gap_pct(by_k[kstar]["requests_per_s"], by_k[khat]["requests_per_s"]), sweep=rows, sim=sim_rows, theory_curve=th, online=online, timing=timing,
+        exclude_degenerate=exclude_degenerate, degenerate_ids=sorted(deg_ids),
+        truncated=truncated_samples(workload, kept.get(kstar)), engine_meta=kept[kstar].meta if kstar in kept else {},
+        online_result=on_res, k_search=search_js, throughput_ci=gap, gap_repeats_pct=gap["gap_pct"],
+        gap_repeats_ci=gap["gap_ci"], gap_verdict=gap["gap_verdict"], **extra)

@@ -1,10 +1,12 @@
-"""Figures of notebook 05, the memory breakdown (matplotlib; every axis labelled with units),
-saved as PNG + PDF. They take the frames of ``pdlib.memprof.sweep`` (plain DataFrames)."""
+"""Figures and tables of notebook 05, the memory breakdown (matplotlib; every axis labelled with
+units, every figure captioned), saved as PNG + PDF. They take the frames of
+``pdlib.memprof.sweep`` (plain DataFrames); tables go through ``pdlib.report.style``."""
 from __future__ import annotations
 
 import numpy as np
 
 from .plots import write_figure
+from .style import describe, figure_caption
 
 PARTS = (("model_weights_gb", "weights"), ("kv_cache_gb", "KV cache"), ("activations_gb", "activations"),
          ("framework_overhead_gb", "framework overhead"))
@@ -83,7 +85,50 @@ def plot_kv_growth(kv, ax=None):
                      "KV cache growth vs kv_bytes_per_token formula")
 
 
+CAPTIONS = {
+    "breakdown_stacked": "Memory of one generate call per (batch B, total length S), stacked by component; the "
+                         "black tick is the measured total. Look at: which component grows with B x S (the KV cache "
+                         "and activations should, the weights should not).",
+    "measured_vs_calculated": "Left: measured (o) vs calculated (x) GB per component, log scale; right: the "
+                              "calculator's signed error per configuration. Look at: components whose error keeps one "
+                              "sign across configurations — that coefficient of the calculator is off.",
+    "kv_growth": "KV-cache bytes measured from the cache tensors against the formula line. Look at: points on the "
+                 "dashed line (one token per sequence below it: the last sampled token is never cached).",
+}
+
+
+def breakdown_table(df):
+    """``sweep.breakdown_frame`` shown: one row per configuration, GB per component (+ std)."""
+    return describe(df.set_index("config"), headers={"batch_size": "batch B (requests)",
+                                                     "seq_len": "total length S (tokens)"},
+                    caption="Mean GB (1e9 bytes) per component over the repeats, with the spread (std). Look at: "
+                            "framework overhead — a negative one means the other parts overcount.")
+
+
+def compare_table(cmp):
+    """``sweep.compare_frame`` shown: measured vs calculated GB per (configuration, component)."""
+    cols = [c for c in ("config", "component", "measured_gb", "calculated_gb", "error_pct", "recommendation")
+            if c in cmp]
+    return describe(cmp[cols].set_index(["config", "component"]), signed=["error_pct"],
+                    headers={"error_pct": "error (calculated − measured)/measured (%)"},
+                    caption="The calculator of pdlib.theory against the measurement. Look at: the error column's sign "
+                            "and size, and the recommendation naming the coefficient to change.")
+
+
+def kv_table(kv):
+    """``sweep.kv_growth_frame`` shown: KV bytes measured and by the formula per (B, S)."""
+    return describe(kv.set_index(["batch_size", "seq_len"]),
+                    headers={"batch_size": "batch B (requests)", "seq_len": "total length S (tokens)",
+                             "tokens": "B x S (tokens)", "cached_tokens": "cached (tokens)"},
+                    caption="KV-cache bytes measured from the cache tensors beside kv_bytes_per_token x tokens. Look "
+                            "at: measured equal to the formula on the cached tokens.")
+
+
 def save_figure(fig, out_dir, name) -> list[str]:
-    """Write ``name.png`` and ``name.pdf`` into ``out_dir``; returns the paths."""
+    """Write ``name.png`` and ``name.pdf`` into ``out_dir`` with the figure's caption (``CAPTIONS``);
+    returns the paths."""
     fig.tight_layout()
+    if name in CAPTIONS and not getattr(fig, "_pdlib_captioned", False):
+        figure_caption(fig, CAPTIONS[name])
+        fig._pdlib_captioned = True
     return [str(p) for p in write_figure(fig, out_dir, name, exts=("png", "pdf"))]

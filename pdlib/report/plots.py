@@ -1,4 +1,5 @@
-"""Figures for the reports. Every figure has axis labels with units; ``save_figure`` writes
+"""Figures for the reports. Every figure has axis labels with units and a caption saying what
+to look at (``style.figure_caption``, drawn in the figure); ``save_figure`` writes
 PDF and PNG beside the cell's JSON under the seeds' names (``{dataset}_throughput_vs_k``...).
 Functions take plain data (dicts, arrays, DataFrames), never engines."""
 from __future__ import annotations
@@ -13,6 +14,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
+from pdlib.report.style import figure_caption, fmt
+
 FIGURE_NAMES = {
     "profiling": "{dataset}_profiling_results",
     "input_hist": "{dataset}_input_length_distribution",
@@ -22,6 +25,8 @@ FIGURE_NAMES = {
     "memory": "{dataset}_memory_validation",
     "timeline": "{dataset}_pd_timeline",
     "budget": "{dataset}_budget",
+    "length_distributions": "{dataset}_length_distributions",
+    "throughput_facets": "{dataset}_throughput_vs_k_facets",
 }
 
 
@@ -73,21 +78,27 @@ def profiling_figure(prof, resid: dict, title: str = ""):
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return fig
+    return figure_caption(fig, "Top: measured step times (dots) and the two-term fit (red line). Bottom: residuals "
+                               "(measured − fit). Look at: residuals scattered evenly around 0 — a trend or a "
+                               "funnel means the linear timing model, and so k*, misses a cost (e.g. context length).")
 
 
 def length_histogram(lengths, *, what: str, dataset: str, bins: int = 40):
     """Histogram of input or output lengths (tokens) with mean and p95 marked."""
+    import seaborn as sns
     x = np.asarray(lengths, float)
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    ax.hist(x, bins=bins, color="C0" if what == "input" else "C1", alpha=0.8)
+    sns.histplot(x=x, bins=bins, color="C0" if what == "input" else "C1", alpha=0.8, ax=ax)
     if x.size:
-        ax.axvline(x.mean(), color="k", ls="--", label=f"mean {x.mean():.1f}")
-        ax.axvline(np.percentile(x, 95), color="r", ls=":", label=f"p95 {np.percentile(x, 95):.0f}")
+        ax.axvline(x.mean(), color="k", ls="--", label=f"mean {fmt(x.mean())} tokens")
+        ax.axvline(np.percentile(x, 95), color="r", ls=":", label=f"p95 {fmt(np.percentile(x, 95))} tokens")
         ax.legend()
     ax.set(xlabel=f"{what} length (tokens)", ylabel="requests (count)", title=f"{dataset}: {what} lengths (n={x.size})")
     fig.tight_layout()
-    return fig
+    look = ("how far the p95 line sits from the mean: the KV memory a request holds grows with its prompt"
+            if what == "input" else "the shape of the tail: the paper assumes geometric (exponential-like) output "
+            "lengths with p = 1/mean; a hump or a cap at max_tokens breaks that")
+    return figure_caption(fig, f"Histogram of {what} lengths, tokens per request. Look at: {look}.")
 
 
 def throughput_vs_k(sweep_rows, *, k_star: int, k_hat: int, sim_rows=None, theory=None, online_rps=None,
@@ -122,7 +133,9 @@ def throughput_vs_k(sweep_rows, *, k_star: int, k_hat: int, sim_rows=None, theor
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return fig
+    return figure_caption(fig, f"Measured throughput for each fixed refill size k. Look at: whether the red k* = "
+                               f"{k_star} line falls at the peak of the measured curve (k̂ = {k_hat}, green), and "
+                               "whether the simulator's and the theory's curves follow the engine's shape.")
 
 
 def kstar_convergence(history, *, k_star_offline: int, k_hat: int | None = None, p_offline: float | None = None,
@@ -149,7 +162,9 @@ def kstar_convergence(history, *, k_star_offline: int, k_hat: int | None = None,
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return fig
+    return figure_caption(fig, f"The online estimator as requests complete: EMA p (left) and the k* it gives (right). "
+                               f"Look at: p settling inside the offline 95 % band and k* settling at the offline "
+                               f"k* = {k_star_offline}; long swings mean M or the EMA weight is too small.")
 
 
 def memory_validation(cyc, th: dict, bound: dict, title: str = ""):
@@ -161,14 +176,14 @@ def memory_validation(cyc, th: dict, bound: dict, title: str = ""):
                              (ax[1, 0], "supY", th["kappa"], "κ = 1/(p² μ_L)")):
         v = np.asarray(cyc[col], float)
         a.hist(v, bins=min(30, max(5, v.size // 3)), alpha=0.75)
-        a.axvline(ref, color="r", ls="--", label=f"{lab} = {ref:.4g}")
+        a.axvline(ref, color="r", ls="--", label=f"{lab} = {fmt(ref)}")
         if v.size:
-            a.axvline(v.mean(), color="k", ls="-", label=f"measured mean = {v.mean():.4g}")
+            a.axvline(v.mean(), color="k", ls="-", label=f"measured mean = {fmt(v.mean())}")
         a.set(xlabel=f"{'sup Y' if col == 'supY' else col} per cycle (KV tokens)", ylabel="cycles (count)")
         a.legend(fontsize=8)
     if "E_X0_seed000_misprint" in th:
         ax[0, 0].axvline(th["E_X0_seed000_misprint"], color="orange", ls=":",
-                         label=f"seed 000 (1-θ)² = {th['E_X0_seed000_misprint']:.4g}")
+                         label=f"seed 000 (1-θ)² = {fmt(th['E_X0_seed000_misprint'])}")
         ax[0, 0].legend(fontsize=8)
     a = ax[1, 1]
     x = np.asarray(bound["x"], float)
@@ -181,7 +196,11 @@ def memory_validation(cyc, th: dict, bound: dict, title: str = ""):
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return fig
+    return figure_caption(fig, "Per steady-state cycle: KV tokens held at refill (X0), the cycle's peak (Xmax) and "
+                               "the excursion above X0 (sup Y), against the paper's predictions (red dashed); bottom "
+                               "right, the empirical tail against the OOM bound. Look at: the distance between the "
+                               "black measured mean and the red prediction, and the blue tail staying under the red "
+                               "bound.")
 
 
 def timeline(tl: dict, title: str = ""):
@@ -199,7 +218,9 @@ def timeline(tl: dict, title: str = ""):
             a.axvspan(s, s + d, color="orange", alpha=0.3, lw=0)
     ax[0].set_title(title or "Prefill (shaded) / decode timeline")
     fig.tight_layout()
-    return fig
+    return figure_caption(fig, "KV tokens held (top) and the decode batch (bottom) step by step; orange bands are "
+                               "prefill steps. Look at: the saw-tooth — the batch drains to N − k, one prefill "
+                               "refills k slots — and prefills stalling decode while they run.")
 
 
 def grid_summary(summary, title: str = ""):
@@ -235,7 +256,9 @@ def grid_summary(summary, title: str = ""):
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return fig
+    return figure_caption(fig, "Left: throughput lost by running k* instead of the best measured k (%). Right: signed "
+                               "errors of the memory predictions with 95 % intervals. Look at: bars far from 0 and "
+                               "intervals that do not cross 0 — those cells disagree with the theory.")
 
 
 def budget_figure(table):
@@ -250,4 +273,6 @@ def budget_figure(table):
            ylabel="case (GPU x model)", title="Seed 004 budget: memory-bound and target batch")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return fig
+    return figure_caption(fig, "Largest batch the KV memory allows (b_mem) and the batch to run (b_target = min(b_mem, "
+                               "b_SLA, B_MAX)) per case, for the mean and the p95 request. Look at: how far the "
+                               "seed's stated case sits from the corrected ones.")

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from pdlib.report.plots import plt
+from pdlib.report.style import describe, figure_caption
 
 
 def load_run(run_dir) -> dict:
@@ -47,7 +48,12 @@ def summary_table(run):
                      **{f"TTFT {q} (ms)": _ms(s["ttft_s"][q]) for q in ("p50", "p90", "p99")},
                      **{f"TPOT {q} (ms)": _ms(s["tpot_s"][q]) for q in ("p50", "p90", "p99")},
                      "out tok/s": s.get("output_tok_per_s")})
-    return pd.DataFrame(rows).set_index("condition")
+    df = pd.DataFrame(rows).set_index("condition")
+    return describe(df, headers={"n": "requests (count)", "ok": "ok (count)", "peak running": "peak running (requests)",
+                                 "peak waiting": "peak waiting (requests)", "out tok/s": "output tokens/s"},
+                    caption="One row per condition (prompt tokens x output tokens x concurrency x prefix reuse). Look "
+                            "at: peak KV usage near 100 % together with waiting requests and rising TTFT — the "
+                            "server is memory-bound there.")
 
 
 def _ms(v):
@@ -106,7 +112,10 @@ def plot_timeline(run, conditions=None, ncols: int = 2):
     for ax in list(axes.flat)[len(conds):]:
         ax.set_visible(False)
     fig.tight_layout()
-    return fig
+    return figure_caption(fig, "Per condition, time since it started: KV-cache usage (%), running and waiting "
+                               "requests, GPU memory when sampled; ticks mark request starts, ends and failures. "
+                               "Look at: waiting requests appearing when KV usage nears 100 % (admission stalls on "
+                               "memory), and failures clustering there.")
 
 
 def plot_run(run_dir, out_path=None):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from pdlib import verdicts
+from pdlib.report import ksearch, style
 from pdlib.report.results import clean
 
 
@@ -14,9 +15,12 @@ def _json(exp) -> dict:
     return exp if isinstance(exp, dict) else clean(exp)
 
 
-def _f(v, fmt="{:.4g}"):
+def _f(v, fmt=None):
+    """One number in a Markdown line: ``style.fmt`` (3 significant digits) unless ``fmt`` is given."""
     if v is None:
         return "—"
+    if fmt is None:
+        return style.fmt(v)
     try:
         return fmt.format(v)
     except (ValueError, TypeError):
@@ -48,7 +52,7 @@ def requests_md(exp) -> str:
     return s + (f" ⚠ **{rc['warning']}**" if rc.get("warning") else "")
 
 
-def _ci(iv, fmt="{:.4g}") -> str:
+def _ci(iv, fmt=None) -> str:
     if not iv or iv[0] is None or iv[1] is None:
         return "—"
     return f"[{_f(iv[0], fmt)}, {_f(iv[1], fmt)}]"
@@ -62,7 +66,9 @@ def validity_table(exp) -> pd.DataFrame:
              "value": r["value"], "threshold": r["threshold"], "why": r["why"]}
             for src in ("paper", "length_aware") for r in (v.get(src) or [])]
     cols = ["formulas", "assumption", "holds", "value", "threshold", "why"]
-    return pd.DataFrame(rows, columns=cols).set_index(["formulas", "assumption"])
+    return style.describe(pd.DataFrame(rows, columns=cols).set_index(["formulas", "assumption"]), caption=(
+        "Assumptions of the paper's formulas and of the length-aware model, the workload's value and the "
+        "threshold. Look at: any 'no' in holds — that formula's prediction is not expected to match."))
 
 
 def length_table(stats: dict) -> pd.DataFrame:
@@ -70,9 +76,13 @@ def length_table(stats: dict) -> pd.DataFrame:
     for what in ("input", "output"):
         s = stats[what]
         rows.append({"lengths (tokens)": what, **{k: s.get(k) for k in ("count", "mean", "median", "p95", "max")}})
-    df = pd.DataFrame(rows).set_index("lengths (tokens)")
+    df = pd.DataFrame(rows).set_index("lengths (tokens)").round(2)
     df.attrs["p"] = stats["p"]
-    return df.round(2)
+    return style.describe(df, headers={"count": "requests (count)", **{c: f"{c} (tokens)" for c in
+                                                                     ("mean", "median", "p95", "max")}},
+                          caption=f"Prompt and output lengths (tokens); p = 1/mean output = {style.fmt(stats['p'])} "
+                                  "per decode step. Look at: p95 and max against the mean — a long tail is where "
+                                  "the paper's geometric output lengths fit worst.")
 
 
 def timing_table(t: dict) -> pd.DataFrame:
@@ -82,8 +92,11 @@ def timing_table(t: dict) -> pd.DataFrame:
             ("alpha_d (decode fixed cost)", t["alpha_d"] * 1e3, "ms"),
             ("beta_d (decode per request)", t["beta_d"] * 1e3, "ms/request"),
             ("R² decode", t["r2_decode"], ""),
-            ("prefill samples", t["n_prefill"], ""), ("decode samples", t["n_decode"], "")]
-    return pd.DataFrame(rows, columns=["quantity", "value", "unit"]).set_index("quantity")
+            ("prefill samples", t["n_prefill"], "steps"), ("decode samples", t["n_decode"], "steps")]
+    df = pd.DataFrame(rows, columns=["quantity", "value", "unit"]).set_index("quantity")
+    return style.describe(df, caption="The two-term timing model fitted to the measured steps (least squares). "
+                                      "Look at: R² near 1 for both phases; a low R² means the linear model "
+                                      "(and so k*) rests on a poor fit.")
 
 
 def context_effect_md(t: dict) -> str:
@@ -109,13 +122,15 @@ def kstar_md(exp) -> str:
                 f"(k\\*(p_lo) = {kr.get('k_star_at_p_lo')}, k\\*(p_hi) = {kr.get('k_star_at_p_hi')})" if kr else ""),
              (f"- **k̂ = {exp['k_hat']}** (best fixed k measured); throughput at k\\* "
               f"{_f(exp['throughput_at_k_star'])} req/s, at k̂ {_f(exp['throughput_at_k_hat'])} req/s"),
-             f"- **gap = {_f(exp['gap_pct'], '{:.2f}')} %**"
+             f"- **gap = {_f(exp['gap_pct'], '{:.2f}')} %**" + ksearch.gap_ci_md(exp)
              + (("" if kr["k_star_min"] <= exp["k_hat"] <= kr["k_star_max"] else " — **k̂ lies outside the k\\* range "
                  "that p's 95 % interval allows**") if kr.get("k_star_min") is not None else ""),
              (f"- online k\\* (EMA a = {exp['online']['ema_alpha']}, every {exp['online']['kstar_update_interval']} "
               f"completions): {_f(exp['online']['requests_per_s'])} req/s, final p = {_f(exp['online']['final_p'])}, "
               f"final k = {exp['online']['final_k']}"),
              f"- termination: `{exp['termination']}`"]
+    if exp.get("k_search"):
+        lines.append("- " + ksearch.k_search_md(exp))
     kl = exp.get("k_star_lengths")
     if kl:
         lines.append(f"- length-aware k\\* (paired lengths, any N·p) = **{kl['k']}** (model {_f(kl['throughput_rps'])} "
@@ -150,7 +165,15 @@ def sweep_table(exp) -> pd.DataFrame:
     df["theory_requests_per_s"] = [th.get(k) for k in df["k"]]
     df["mark"] = ["k* and k̂" if k == exp["k_star"] == exp["k_hat"] else "k*" if k == exp["k_star"]
                   else "k̂" if k == exp["k_hat"] else "" for k in df["k"]]
-    return df.set_index("k").round(4)
+    ksr = exp.get("k_search") or {}
+    if ksr.get("runs"):
+        first = {r["k"]: r["reason"] for r in reversed(ksr["runs"]) if r["repeat"] == 0}
+        reps = {r["k"]: r["repeats"] for r in ksr.get("per_k") or []}
+        df["repeats"] = [reps.get(k) for k in df["k"]]
+        df["run because"] = [first.get(k, "") for k in df["k"]]
+        df["tied with k̂"] = ["yes" if k in (ksr.get("tied") or []) else "" for k in df["k"]]
+    return style.describe(df.set_index("k").round(4), headers={**SWEEP_HEADERS, "repeats": "runs at k (repeats)"},
+                          signed=["sim_error_pct"], caption=SWEEP_CAPTION)
 
 
 def truncation_md(exp) -> str:
@@ -170,8 +193,8 @@ def memory_md(exp) -> str:
     th = exp["theory"]
     v = exp.get("verdicts") or {}
     counts = {x: sum(1 for y in v.values() if y == x) for x in ("pass", "fail", "inconclusive")}
-    s = (f"N = {th['N']}, k = {th['k']} (θ = {th['theta']:.3f}), p = {th['p']:.4g} (run's outputs), "
-         f"μ_L = {th['mu_L']:.4g} tokens; {exp['cycles']} steady-state cycles. "
+    s = (f"N = {th['N']}, k = {th['k']} (θ = {th['theta']:.3f}), p = {_f(th['p'])} (run's outputs), "
+         f"μ_L = {_f(th['mu_L'])} tokens; {exp['cycles']} steady-state cycles. "
          f"Memory in KV tokens; **{'all thresholds met' if exp['all_pass'] else 'some thresholds not met'}**")
     if v:
         s += (f" (verdicts on the 95 % interval of the signed error: {counts['pass']} pass, {counts['fail']} fail, "
@@ -225,7 +248,19 @@ def memory_errors_table(exp) -> pd.DataFrame:
         for q, pk, tk in (("X0", "E_X0", "X0"), ("Xmax", "E_Xmax", "Xmax"), ("supY", "E_supY", "kappa")):
             rows.append(_err_row(f"{q} (length-aware)", m[q], mci.get(q), la[pk], la["errors_pct"][q],
                                  la["errors_ci_pct"][q], thr[tk], la["verdicts"][q]))
-    return pd.DataFrame(rows).set_index("quantity").round(2)
+    return style.describe(pd.DataFrame(rows).set_index("quantity").round(2), headers=_ERR_HEADERS,
+                          signed=["signed error %", "error CI lo %", "error CI hi %", "error vs sim %"],
+                          caption="Signed error of each prediction, 100·(prediction/measured − 1) %, with its 95 % "
+                                  "interval; pass only when the whole interval lies within ± the threshold (the OOM "
+                                  "row: % of x where the bound holds). Look at: the verdict column, then which side "
+                                  "of zero the interval sits — the sign says whether the theory over- or "
+                                  "under-predicts.")
+
+
+_ERR_HEADERS = {"measured 95% CI": "measured 95 % CI (KV tokens)", "theory": "theory (KV tokens)",
+                "signed error %": "signed error (%)", "error CI lo %": "error 95 % CI lo (%)",
+                "error CI hi %": "error 95 % CI hi (%)", "threshold ±%": "threshold (± %)",
+                "error vs sim %": "error vs simulator (%)"}
 
 
 def memory_columns_table(exp) -> pd.DataFrame:
@@ -240,5 +275,78 @@ def memory_columns_table(exp) -> pd.DataFrame:
            "engine, KV tokens": exp["engine_tokens"], "engine, KV bytes / bytes per token": exp.get("engine_bytes") or {}}
     df = pd.DataFrame({name: {q: v.get(q) for q in ("X0", "Xmax", "supY")} for name, v in src.items()})
     df.index.name = "KV tokens (mean over cycles)"
+    df = df.astype(float).round(2)
     df.attrs["engine_bytes_note"] = exp.get("engine_bytes_note")
-    return df.astype(float).round(2)
+    return style.describe(df, caption="Mean X0, Xmax and sup Y over the steady-state cycles, in KV tokens, from "
+                                      "each source (— where not measured). Look at: where the values jump from "
+                                      "left to right — that step is where the gap comes from (lengths, engine, "
+                                      "bytes).")
+
+
+def audit_table(exp) -> pd.DataFrame:
+    """Notebook 03's formula audit of E[X0] (seed 000's printed form, the corrected one, Monte
+    Carlo, the engine) with each one's signed gap to Monte Carlo."""
+    df = pd.DataFrame(_json(exp)["formula_audit"]).set_index("source")
+    return style.describe(df, headers={"E_X0_tokens": "E[X0] (KV tokens)", "vs_monte_carlo_pct": "vs Monte Carlo (%)"},
+                          signed=["vs_monte_carlo_pct"], caption=(
+                              "E[X0] by each route, in KV tokens. Look at: the corrected (1 − θ) form lying near "
+                              "Monte Carlo while seed 000's printed (1 − θ)² form does not."))
+
+
+def attribution_table(exp) -> pd.DataFrame:
+    """Notebook 03's gap attribution: mean X0 / Xmax / sup Y per level and the signed step from
+    the level above, labelled with the cause that step isolates (DESIGN "Reading the gaps")."""
+    df = pd.DataFrame(_json(exp)["attribution"]).set_index("level")
+    heads = {"gap_cause": "cause of the step", "requests_per_s": "throughput (requests/s)",
+             **{q: f"{q} (KV tokens)" for q in ("X0", "Xmax", "supY")},
+             **{f"{q}_step_pct": f"{q} step from above (%)" for q in ("X0", "Xmax", "supY")}}
+    return style.describe(df, headers=heads, signed=[f"{q}_step_pct" for q in ("X0", "Xmax", "supY")], caption=(
+        "From the theory down to the engine's bytes, one cause per step. Look at: the largest step — that "
+        "cause (formula algebra, non-geometric lengths, engine policy, memory layout) explains most of the gap."))
+
+
+SWEEP_HEADERS = {"k": "refill size k (requests)", "requests_per_s": "engine, end to end (requests/s)",
+                 "output_tokens_per_s": "engine (output tokens/s)", "completed": "completed (requests)",
+                 "degenerate": "repetition loops (requests)", "steps": "steps (count)",
+                 "steady_requests_per_s": "engine, steady state (requests/s)",
+                 "steady_ci_lo": "steady 95 % CI lo (requests/s)", "steady_ci_hi": "steady 95 % CI hi (requests/s)",
+                 "sim_requests_per_s": "simulator (requests/s)", "sim_error_pct": "simulator vs engine (%)",
+                 "theory_requests_per_s": "theory (requests/s)", "mark": "k* / k̂"}
+SWEEP_CAPTION = ("One run per fixed k. Look at: the row marked k̂ (best measured) against the row marked k*, and "
+                 "whether the steady-state 95 % intervals of neighbouring k overlap (then the ranking is not "
+                 "resolved by this many requests).")
+
+
+# --------------------------------------------------------------------------- GPU budget (notebook 04)
+BUDGET_HEADERS = {"fits": "fits on the GPU", "M_max_GB": "M_max: GPU memory (GB)",
+                  "M_model_GB": "M_model: weights + reserve (GB)", "kv_bytes_per_token": "KV cache per token (bytes)",
+                  "eta": "η: KV capacity (tokens)", "L0": "L0 = 0.1·η (tokens)",
+                  **{f"b_{b}{s}": f"b_{b}, {r} request (requests)" for b in ("mem", "SLA", "target")
+                     for s, r in (("", "mean"), ("_p95", "p95"))}}
+
+
+def budget_table(df: pd.DataFrame, dtype: str | None = None) -> pd.DataFrame:
+    """Seed 004's budget rows (``pdlib.budget.seed_vs_corrected`` or ``all_pairs``) ready to show:
+    a GPU x model pair that does not fit says why in ``fits`` ("does not fit: qwen2.5-7b-instruct
+    in fp16 needs 16.30 GiB (weights + overhead) but rtx4080-laptop has 12 GiB"; the reason is
+    ``pdlib.budget``'s own) instead of a row of NaN; ``fits`` comes first."""
+    from pdlib import budget
+    df = df.copy()
+    if "fits" in df:
+        labels = []
+        for key, ok in df["fits"].items():
+            if ok:
+                labels.append("yes")
+                continue
+            gpu, model = key if isinstance(key, tuple) else (df.at[key, "gpu"], df.at[key, "model"])
+            r = budget.budget_table([gpu], [model], dtype=dtype).iloc[0]
+            labels.append("does not fit: " + str(r.get("reason") or "M_model exceeds M_max").split(": M_model")[0])
+        df["fits"] = labels
+        if dtype and "dtype" in df:
+            df["dtype"] = df["dtype"].where(df["dtype"].notna(), dtype)
+        df = df[["fits"] + [c for c in df.columns if c != "fits"]]
+    return style.describe(df, headers=BUDGET_HEADERS, caption=(
+        "Seed 004's budget chain: η = (M_max − M_model)/KV per token, L0 = 0.1·η, b_mem = ⌊(η − L0)/μ⌋ for the "
+        "mean and the p95 request size μ, b_target = min(b_mem, b_SLA, B_MAX). GB = 1e9 bytes. Look at: b_target "
+        "— the batch the memory and the latency SLA allow — and pairs that do not fit at all."))
+

@@ -42,19 +42,88 @@ def fit_linear(x, y) -> LinearFit:
     return LinearFit(float(b0), float(b1), r2, resid, int(x.size))
 
 
+#: the quantities a fit's range is recorded for: TimingModel field -> name in warnings
+RANGE_FIELDS = {"prefill_tokens_range": "prefill tokens", "decode_batch_range": "decode batch",
+                "context_range": "context length"}
+
+
+@dataclass(frozen=True)
+class Extrapolation:
+    """One use of a fitted timing model outside the range it was measured on."""
+    quantity: str                      # "prefill tokens" | "decode batch" | "context length"
+    needed: float                      # the value the use needs
+    measured: tuple                    # (lo, hi) of the fit's samples
+
+    @property
+    def message(self) -> str:
+        lo, hi = self.measured
+        side = f"> measured {hi:g}" if self.needed > hi else f"< measured {lo:g}"
+        return f"extrapolated: {self.quantity} {self.needed:g} {side}"
+
+    def to_dict(self) -> dict:
+        return {"quantity": self.quantity, "needed": self.needed, "measured_lo": self.measured[0],
+                "measured_hi": self.measured[1], "message": self.message}
+
+
+def _range(values) -> tuple | None:
+    v = np.asarray(values, dtype=float).ravel()
+    v = v[np.isfinite(v)]
+    return (float(v.min()), float(v.max())) if v.size else None
+
+
 @dataclass(frozen=True)
 class TimingModel:
-    """Fitted step-time model (seconds): prefill ``alpha_p + beta_p*T``, decode ``alpha_d + beta_d*j``."""
+    """Fitted step-time model (seconds): prefill ``alpha_p + beta_p*T``, decode ``alpha_d + beta_d*j``.
+
+    ``*_range``: (lo, hi) of the samples the fit was made on (None: not recorded, e.g. a
+    published calibration); ``extrapolation`` lists the uses beyond them."""
     alpha_p: float
     beta_p: float
     alpha_d: float
     beta_d: float
     r2_prefill: float = float("nan")
     r2_decode: float = float("nan")
+    prefill_tokens_range: tuple | None = None
+    decode_batch_range: tuple | None = None
+    context_range: tuple | None = None
 
     def __post_init__(self):
         for name in ("alpha_p", "beta_p", "alpha_d", "beta_d"):
             _check_nonneg(name, getattr(self, name))
+        for name in RANGE_FIELDS:
+            r = getattr(self, name)
+            if r is not None:
+                if len(r) != 2 or not all(np.isfinite(float(x)) for x in r) or float(r[0]) > float(r[1]):
+                    raise ValueError(f"{name} must be (lo, hi) with lo <= hi, got {r!r}")
+                object.__setattr__(self, name, (float(r[0]), float(r[1])))
+
+    def with_ranges(self, **values) -> TimingModel:
+        """A copy with ranges from sample values: ``prefill_tokens=``, ``decode_batch=``, ``context=``."""
+        from dataclasses import replace
+        keys = {"prefill_tokens": "prefill_tokens_range", "decode_batch": "decode_batch_range",
+                "context": "context_range"}
+        bad = sorted(set(values) - set(keys))
+        if bad:
+            raise TypeError(f"with_ranges() got unexpected keyword arguments {bad}")
+        return replace(self, **{keys[k]: _range(v) for k, v in values.items()})
+
+    def extrapolation(self, *, prefill_tokens=None, decode_batch=None, context=None) -> list[Extrapolation]:
+        """The uses outside the fitted ranges: each argument is the value(s) a use needs (its
+        largest and smallest are checked); ranges not recorded are not checked. A relative
+        slack of 1e-9 keeps rounding from warning."""
+        out = []
+        for name, need in (("prefill_tokens_range", prefill_tokens), ("decode_batch_range", decode_batch),
+                           ("context_range", context)):
+            rng, v = getattr(self, name), _range(need) if need is not None else None
+            if rng is None or v is None:
+                continue
+            lo, hi = rng
+            eps = 1e-9 * max(abs(hi), 1.0)
+            if v[1] > hi + eps:
+                out.append(Extrapolation(RANGE_FIELDS[name], v[1], rng))
+            if v[0] < lo - eps:
+                out.append(Extrapolation(RANGE_FIELDS[name], v[0], rng))
+        return out
 
     @classmethod
     def from_dict(cls, d, where: str = "timing") -> TimingModel:
@@ -72,7 +141,19 @@ class TimingModel:
                     kw[k] = float(d[k])
                 except (TypeError, ValueError):
                     raise ValueError(f"{where}.{k} must be a number, got {d[k]!r}") from None
-        return cls(**kw)
+        for k in RANGE_FIELDS:
+            if d.get(k) is not None:
+                r = d[k]
+                try:
+                    kw[k] = (float(r[0]), float(r[1])) if len(r) == 2 else None
+                except (TypeError, ValueError, KeyError):
+                    kw[k] = None
+                if kw[k] is None:
+                    raise ValueError(f"{where}.{k} must be [lo, hi] (two numbers), got {r!r}")
+        try:
+            return cls(**kw)
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
 
     def as_kwargs(self) -> dict:
         return {"alpha_p": self.alpha_p, "beta_p": self.beta_p,
@@ -85,13 +166,16 @@ class TimingModel:
         return self.alpha_d + self.beta_d * np.asarray(batch, dtype=float)
 
 
-def fit_timing(prefill_tokens, prefill_s, decode_batch, decode_s) -> TimingModel:
+def fit_timing(prefill_tokens, prefill_s, decode_batch, decode_s, decode_context=None) -> TimingModel:
     """Fit both linear models by least squares; negative intercepts/slopes from noise
-    are clipped to 0 (reported R^2 is that of the unclipped fit)."""
+    are clipped to 0 (reported R^2 is that of the unclipped fit). The fit's ranges (prefill
+    tokens, decode batch and, when ``decode_context`` is given, context length) are recorded."""
     fp = fit_linear(prefill_tokens, prefill_s)
     fd = fit_linear(decode_batch, decode_s)
     return TimingModel(max(fp.intercept, 0.0), max(fp.slope, 0.0),
-                       max(fd.intercept, 0.0), max(fd.slope, 0.0), fp.r2, fd.r2)
+                       max(fd.intercept, 0.0), max(fd.slope, 0.0), fp.r2, fd.r2,
+                       _range(prefill_tokens), _range(decode_batch),
+                       _range(decode_context) if decode_context is not None else None)
 
 # --------------------------------------------------------------------------- throughput / k*
 

@@ -26,7 +26,10 @@ class NativeConfig:
     flash-attn when importable, else torch SDPA; torch on CPU; ``$PDLIB_ATTN_BACKEND`` replaces it
     when set), ``"triton"`` (CUDA, or CPU in Triton's interpreter), ``"flash_attn"`` or ``"torch"``
     (the reference). ``max_model_len`` bounds one request's tokens
-    (None -> min(config max_position_embeddings, capacity))."""
+    (None -> min(config max_position_embeddings, capacity)). ``cpu_packed_linear``: on CPU, run
+    every linear layer through oneDNN over weights reordered once (``cpu_linear``; vLLM-CPU does
+    the same). ``num_threads``: ``torch.set_num_threads`` at start (None: leave torch's; it is
+    process-wide)."""
     model: object
     weights: str = "pretrained"
     dtype: str = "bf16"
@@ -39,6 +42,8 @@ class NativeConfig:
     seed: int = 0
     cuda_graphs: bool = True
     attn_backend: str = "auto"
+    cpu_packed_linear: bool = True
+    num_threads: int | None = None
 
     def __post_init__(self):
         try:
@@ -51,7 +56,7 @@ class NativeConfig:
             raise ValueError(f"weights must be 'pretrained' or 'random', got {self.weights!r}")
         if self.kv_capacity_tokens is not None and self.kv_memory_bytes is not None:
             raise ValueError("give kv_capacity_tokens or kv_memory_bytes, not both")
-        for name in ("kv_capacity_tokens", "kv_memory_bytes", "page_size", "max_model_len"):
+        for name in ("kv_capacity_tokens", "kv_memory_bytes", "page_size", "max_model_len", "num_threads"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or v < 1):
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")

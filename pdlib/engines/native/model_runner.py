@@ -20,6 +20,7 @@ import torch
 from ... import theory
 from .attention import AttnContext, set_context
 from .config import ATTN_BACKENDS, NativeConfig
+from .cpu_linear import GreedyHead, pack_linears
 from .graphs import DecodeGraphs
 from .kv_cache import KVCache, KVCapacityError
 from .memory import memory_report
@@ -86,6 +87,13 @@ class ModelRunner:
                                                 device=self.device, seed=cfg.seed)
         self.decoder = self.model.get_decoder()
         self.lm_head = self.model.get_output_embeddings()
+        if cfg.num_threads is not None:
+            torch.set_num_threads(cfg.num_threads)
+        self.greedy_head = None
+        self.packed_bytes = 0
+        if cfg.cpu_packed_linear and self.device.type == "cpu":
+            self.greedy_head = GreedyHead.build(self.lm_head)
+            self.packed_bytes = pack_linears(self.decoder) + (self.greedy_head.packed_bytes if self.greedy_head else 0)
         self.backend = self._backend()
         self.cache = self._kv_cache(cfg.page_size_for(self.backend))
         max_pos = getattr(self.hf_config, "max_position_embeddings", None) or self.cache.capacity_tokens
@@ -149,7 +157,13 @@ class ModelRunner:
         h = self.decoder(input_ids=ids[None], position_ids=pos[None], use_cache=False).last_hidden_state[0]
         set_context(None)
         last = self.to_device(cu[1:] - 1)
-        return self.lm_head(h[last]).argmax(-1)
+        return self.greedy(h[last])
+
+    def greedy(self, h: torch.Tensor) -> torch.Tensor:
+        """The greedy next token of each row of hidden states ``h`` [rows, hidden]."""
+        if self.greedy_head is not None:
+            return self.greedy_head(h)
+        return self.lm_head(h).argmax(-1)
 
     def _forward_decode(self, input_ids, positions, slot_mapping, block_table, context_lens):
         set_context(AttnContext(self.cache, False, slot_mapping, self.backend, block_table=block_table,
@@ -157,7 +171,7 @@ class ModelRunner:
         h = self.decoder(input_ids=input_ids[:, None], position_ids=positions[:, None],
                          use_cache=False).last_hidden_state[:, -1]
         set_context(None)
-        return self.lm_head(h).argmax(-1)
+        return self.greedy(h)
 
     @torch.inference_mode()
     def decode(self, rids, input_ids: torch.Tensor, positions: np.ndarray) -> torch.Tensor:
@@ -179,8 +193,9 @@ class ModelRunner:
 
     def describe(self) -> dict:
         return {"device": str(self.device), "attn_backend": self.backend, "cuda_graphs": self.graphs is not None,
+                "cpu_packed_linear": self.packed_bytes > 0, "torch_threads": torch.get_num_threads(),
                 "kv_capacity_tokens": self.cache.capacity_tokens, "page_size": self.cache.page_size,
                 "kv_bytes_per_token": self.cache.bytes_per_token, "max_model_len": self.max_model_len}
 
     def memory(self) -> dict:
-        return memory_report(self.model, self.cache, self.device)
+        return dict(memory_report(self.model, self.cache, self.device), packed_linear_bytes=self.packed_bytes)

@@ -5,8 +5,10 @@ Everything here drives a ``model_runner.ModelRunner`` through its public ``prefi
 
 Decode samples hold B synthetic requests of C context tokens each in the real KV cache (their
 K/V content does not change the step's cost) and time one decode step per repeat; every
-configuration is warmed up once. Combinations that do not fit in the KV capacity are skipped
-and listed in ``meta["skipped"]`` with the reason.
+configuration is warmed up once. Decode combinations that do not fit in the KV capacity are
+skipped and listed in ``meta["skipped"]`` with the reason; prefill sizes beyond max_model_len or
+the KV capacity are capped there and listed in ``meta["capped"]``. The fit records the ranges it
+was made on (prefill tokens, decode batch, context length: ``theory.TimingModel``).
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import torch
 
 from ... import theory
 from ...records import ProfileResult, atomic_write_text
-from ..base import ProfileGrid
+from ..base import ProfileGrid, cap_tokens, with_context_range
 from .model_runner import ModelRunner
 from .timing import StepTimer
 
@@ -45,7 +47,8 @@ def time_prefill(runner: ModelRunner, total_tokens: int, num_requests: int = 1, 
     return timer.collect()[1:]
 
 
-def time_decode(runner: ModelRunner, batch: int, context_len: int, repeats: int = 3) -> list[float]:
+def time_decode(runner: ModelRunner, batch: int, context_len: int, repeats: int = 3, clock: str = "wall"
+                ) -> list[float]:
     cache = runner.cache
     rids = [("d", i) for i in range(batch)]
     cache.reset()
@@ -54,7 +57,7 @@ def time_decode(runner: ModelRunner, batch: int, context_len: int, repeats: int 
     ids = torch.randint(1, runner.hf_config.vocab_size - 1, (batch,), device=runner.device,
                         generator=torch.Generator(runner.device).manual_seed(runner.cfg.seed))
     pos = np.full(batch, context_len, dtype=np.int64)
-    timer = StepTimer(runner.device)
+    timer = StepTimer(runner.device, clock)
     for r in range(repeats + 1):
         t0 = timer.start()
         runner.decode(rids, ids, pos)
@@ -67,11 +70,11 @@ def profile_runner(runner: ModelRunner, grid: ProfileGrid, *, prefill_requests: 
             ) -> ProfileResult:
     prefill, decode, skipped = [], [], []
     cache, cap, repeats = runner.cache, runner.cache.capacity_tokens, grid.repeats
-    for T in grid.prefill_tokens:
-        if T > runner.max_model_len * prefill_requests or \
-                cache.pages_needed(T + cache.page_size * prefill_requests) > cache.num_pages:
-            skipped.append(f"prefill {T} tokens: exceeds KV capacity {cap} / max_model_len {runner.max_model_len}")
-            continue
+    limit = min((runner.max_model_len - 1) * prefill_requests,
+                (cache.num_pages - prefill_requests) * cache.page_size)   # one spare page per prompt
+    tokens, capped = cap_tokens(grid.prefill_tokens, limit,
+                                f"max_model_len {runner.max_model_len} x {prefill_requests} prompt(s) / KV capacity {cap}")
+    for T in tokens:
         for s in time_prefill(runner, T, prefill_requests, repeats):
             prefill.append({"tokens": T, "num_requests": prefill_requests, "seconds": s})
     for B in grid.decode_batches:
@@ -81,8 +84,9 @@ def profile_runner(runner: ModelRunner, grid: ProfileGrid, *, prefill_requests: 
                 continue
             for s in time_decode(runner, B, C, repeats):
                 decode.append({"batch": B, "context_len": C, "seconds": s})
-    meta = dict(meta or {}, repeats=repeats, prefill_requests=prefill_requests, skipped=skipped)
-    return ProfileResult.from_samples(prefill, decode, meta)
+    meta = dict(meta or {}, repeats=repeats, prefill_requests=prefill_requests, skipped=skipped, capped=capped)
+    return with_context_range(ProfileResult.from_samples(prefill, decode, meta))
+
 
 
 CSV_FIELDS = ("batch_size", "max_seq_len", "mean_latency", "std_latency")

@@ -1,5 +1,7 @@
 """Step timing of the native engine: CUDA events around each step's device work, read once at
-the end (no per-step synchronisation); ``time.perf_counter`` on CPU."""
+the end (no per-step synchronisation); ``time.perf_counter`` on CPU, or with ``clock="cpu"``
+this process's CPU time (``time.process_time``: what a step costs on an oversubscribed CPU
+machine, like the vLLM engine's ``step_timer="cpu_s"``)."""
 from __future__ import annotations
 
 import time
@@ -10,8 +12,11 @@ import torch
 class StepTimer:
     """``t0 = start()`` ... ``stop(t0)`` per step; ``collect()`` -> seconds per step, in order."""
 
-    def __init__(self, device):
+    def __init__(self, device, clock: str = "wall"):
+        if clock not in ("wall", "cpu"):
+            raise ValueError(f"clock must be 'wall' or 'cpu', got {clock!r}")
         self.cuda = torch.device(device).type == "cuda"
+        self.now = time.process_time if clock == "cpu" else time.perf_counter
         self.marks = []
 
     def start(self):
@@ -19,7 +24,7 @@ class StepTimer:
             e = torch.cuda.Event(enable_timing=True)
             e.record()
             return e
-        return time.perf_counter()
+        return self.now()
 
     def stop(self, start) -> None:
         if self.cuda:
@@ -27,7 +32,7 @@ class StepTimer:
             e.record()
             self.marks.append((start, e))
         else:
-            self.marks.append(time.perf_counter() - start)
+            self.marks.append(self.now() - start)
 
     def collect(self) -> list[float]:
         if self.cuda:

@@ -96,6 +96,8 @@ def _set_env(options: dict, workdir: Path) -> None:
 
 def build_engine(model: str, mode: str, options: dict, num_slots: int, workdir: Path):
     """Create the ``LLMEngine`` with pdlib's scheduler class; returns (engine, Built)."""
+    from .version import check_vllm_version
+    check_vllm_version()               # the tested vLLM, before vLLM builds anything
     workdir.mkdir(parents=True, exist_ok=True)
     _set_env(options, workdir)
     from vllm import envs
@@ -135,9 +137,14 @@ def build_engine(model: str, mode: str, options: dict, num_slots: int, workdir: 
         kw["enforce_eager"] = True
     if options["iteration_details"]:
         kw["enable_logging_iteration_details"] = True
-    kw.update(options["engine_kwargs"])
+    if os.environ.get("PDLIB_VLLM_DISTRIBUTED_BACKEND"):      # set by pdlib.grid_ray for a multi-GPU cell
+        kw["distributed_executor_backend"] = os.environ["PDLIB_VLLM_DISTRIBUTED_BACKEND"]
+    kw.update(options["engine_kwargs"])     # pipeline_parallel_size, distributed_executor_backend, ...
     args = EngineArgs(**kw)
     vllm_config = args.create_engine_config(UsageContext.ENGINE_CONTEXT)
+    pg = ray_placement_group()
+    if pg is not None:
+        vllm_config.parallel_config.placement_group = pg
     is_async = bool(vllm_config.scheduler_config.async_scheduling)
     sched_cls = SCHEDULERS[(mode, is_async)]
     vllm_config.scheduler_config.scheduler_cls = sched_cls
@@ -165,6 +172,19 @@ def build_engine(model: str, mode: str, options: dict, num_slots: int, workdir: 
                   telemetry_path=telemetry, details=details,
                   engine_args={k: v for k, v in kw.items() if k != "additional_config"})
     return engine, built
+
+
+def ray_placement_group():
+    """The placement group ``pdlib.grid_ray`` reserved for a cell spanning nodes
+    (``PDLIB_RAY_PLACEMENT_GROUP`` = namespace/name, cluster at ``RAY_ADDRESS``), else None."""
+    ref = os.environ.get("PDLIB_RAY_PLACEMENT_GROUP")
+    if not ref:
+        return None
+    import ray
+    namespace, _, name = ref.rpartition("/")
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS", "auto"), namespace=namespace or None, log_to_driver=False)
+    return ray.util.get_placement_group(name)
 
 
 def read_telemetry(path: str | None, run_id: str) -> list[dict]:

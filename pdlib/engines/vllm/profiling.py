@@ -12,7 +12,7 @@ import uuid
 from ...policy import FixedK
 from ...records import ProfileResult
 from ...workload import Request, Workload
-from ..base import ProfileGrid
+from ..base import ProfileGrid, cap_tokens, with_context_range
 
 
 def profile(engine, grid: ProfileGrid, *, prefill_requests: int = 1, warmup: bool = True) -> ProfileResult:
@@ -24,7 +24,8 @@ def profile(engine, grid: ProfileGrid, *, prefill_requests: int = 1, warmup: boo
     ``grid.decode_batches`` and ``c`` in ``grid.context_lens``, ``j`` requests with ``c``-token prompts
     prefilled together, then ``repeats`` decode steps of batch ``j`` (the context grows by
     one token per step). Points that cannot fit (``max_model_len``, KV blocks) are skipped
-    and listed in ``meta["skipped"]``. The exclusive-batching scheduler keeps prefill and
+    and listed in ``meta["skipped"]``; prefill sizes beyond ``max_model_len`` x prompts or
+    ``max_num_batched_tokens`` are capped to it (``meta["capped"]``). The exclusive-batching scheduler keeps prefill and
     decode apart; in ``mode="mb"`` any mixed step is left out.
     """
     prefill_tokens, decode_batches, context_lens = (list(v) for v in (grid.prefill_tokens, grid.decode_batches,
@@ -50,6 +51,11 @@ def profile(engine, grid: ProfileGrid, *, prefill_requests: int = 1, warmup: boo
     if warmup:
         one([min(prefill_tokens + [64])] * max(1, min(max(decode_batches + [1]), 4)), 4)
     pre, dec, skipped = [], [], []
+    sc = getattr(getattr(eng, "vllm_config", None), "scheduler_config", None)
+    budget = int(getattr(sc, "max_num_batched_tokens", 0) or 0) or None
+    limit = min([(b.max_model_len - 1) * m] + ([budget] if budget else []))
+    prefill_tokens, capped = cap_tokens(prefill_tokens, limit, f"max_model_len {b.max_model_len} x {m} prompt(s)"
+                                        + (f" / max_num_batched_tokens {budget}" if budget else ""))
     for T in prefill_tokens:
         lengths = [T // m + (1 if i < T % m else 0) for i in range(m)]
         if min(lengths) < 1 or max(lengths) + 1 > b.max_model_len or \
@@ -72,7 +78,7 @@ def profile(engine, grid: ProfileGrid, *, prefill_requests: int = 1, warmup: boo
                 if r["decode_tokens"] and not r["prefill_tokens"] and r["num_decode_reqs"] == j:
                     dec.append({"batch": j, "context_len": c, "seconds": dur(r)})
     meta = {"engine": "vllm", "mode": engine.mode, "model": engine.model, "repeats": repeats,
-            "prefill_requests": m, "skipped": skipped,
+            "prefill_requests": m, "skipped": skipped, "capped": capped,
             "timing": f"{engine.TIMERS[engine.step_timer]} per in-process step" if not engine.options["multiprocess"]
             else "scheduler-side interval per step (multiprocess)", "vllm": b.describe()}
-    return ProfileResult.from_samples(pre, dec, meta)
+    return with_context_range(ProfileResult.from_samples(pre, dec, meta))

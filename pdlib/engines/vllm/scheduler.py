@@ -45,11 +45,14 @@ import json
 import time
 from collections import deque
 
-from vllm.v1.core.sched.async_scheduler import AsyncScheduler
-from vllm.v1.core.sched.scheduler import Scheduler
-
 from ...policy import ExclusiveBatching, make_policy
 from ...theory import TimingModel
+from .version import check_vllm_version
+
+check_vllm_version()      # another vLLM fails here with one line, not deep inside its engine core
+
+from vllm.v1.core.sched.async_scheduler import AsyncScheduler
+from vllm.v1.core.sched.scheduler import Scheduler
 
 CONFIG_KEY = "pdlib"
 

@@ -1,27 +1,9 @@
-"""Interactive controls for the notebooks (ipywidgets). Callbacks are plain functions of the
-lower layers (``pdlib.budget.budget_rows``), so tests drive them by setting widget
-values. Under papermill / ``pdlib run`` (``PDLIB_NONINTERACTIVE=1``) or outside a kernel the
-explorer renders the static table instead."""
+"""Notebook 04's budget explorer: dropdowns and sliders driving ``pdlib.budget.budget_rows``."""
 from __future__ import annotations
-
-import os
-import sys
 
 from pdlib import budget
 
-
-def is_interactive() -> bool:
-    """True in a live Jupyter kernel that is not being driven by papermill/``pdlib run``."""
-    if os.environ.get("PDLIB_NONINTERACTIVE"):
-        return False
-    if "papermill" in sys.modules:
-        return False
-    try:
-        from IPython import get_ipython
-        ip = get_ipython()
-    except ImportError:
-        return False
-    return ip is not None and type(ip).__name__ == "ZMQInteractiveShell"
+from ._base import is_interactive
 
 
 class BudgetExplorer:
@@ -45,11 +27,13 @@ class BudgetExplorer:
             "B_MAX": w.IntSlider(value=int(B_MAX), min=1, max=1024, description="B_MAX"),
         }
         self.output = w.HTML()
+        self.output.add_class("pdlib-explorer-output")
         for c in self.controls.values():
             c.observe(self._changed, names="value")
         self.widget = w.VBox([w.HBox([self.controls[k] for k in ("gpu", "model", "dtype")]),
                               w.HBox([self.controls[k] for k in ("mean_tokens", "p95_tokens")]),
                               w.HBox([self.controls[k] for k in ("sla_ms", "B_MAX")]), self.output])
+        self.widget.add_class("pdlib-explorer")
         self.refresh()
 
     def values(self) -> dict:
