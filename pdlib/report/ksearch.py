@@ -4,24 +4,16 @@ read ``kstar`` results (``SweepResult.to_json()`` or the dict read back); ``tabl
 ``tables.sweep_table`` use them."""
 from __future__ import annotations
 
-import math
-
 import pandas as pd
 
 from pdlib.report import style
 from pdlib.report.results import clean
+from pdlib.report.style import interval as _ci
+from pdlib.report.style import num as _f
 
 
 def _json(exp) -> dict:
     return exp if isinstance(exp, dict) else clean(exp)
-
-
-def _f(v, fmt="{:.4g}"):
-    return "—" if v is None or not math.isfinite(float(v)) else fmt.format(v)
-
-
-def _ci(iv, fmt="{:.4g}") -> str:
-    return "—" if not iv or iv[0] is None or iv[1] is None else f"[{_f(iv[0], fmt)}, {_f(iv[1], fmt)}]"
 
 
 def gap_ci_md(exp) -> str:

@@ -81,6 +81,26 @@ def fmt(x, digits: int = 3, signed: bool = False) -> str:
     return sign + s
 
 
+def num(v, fmt_spec: str | None = None) -> str:
+    """One number in a Markdown line: :func:`fmt` (3 significant digits) unless a format spec
+    such as ``"{:+.1f}"`` is given; None, NaN and inf read as ``NA``."""
+    if v is None:
+        return NA
+    try:
+        if not math.isfinite(float(v)):
+            return NA
+    except (TypeError, ValueError):
+        return str(v)
+    return fmt(v) if fmt_spec is None else fmt_spec.format(v)
+
+
+def interval(iv, fmt_spec: str | None = None) -> str:
+    """``[lo, hi]`` of a 95 % interval in a Markdown line (``NA`` without one)."""
+    if not iv or iv[0] is None or iv[1] is None:
+        return NA
+    return f"[{num(iv[0], fmt_spec)}, {num(iv[1], fmt_spec)}]"
+
+
 def describe(df: pd.DataFrame, headers: dict | None = None, caption: str | None = None,
              signed=()) -> pd.DataFrame:
     """Record how ``df`` is shown (headers with units, caption, signed columns); returns ``df``."""

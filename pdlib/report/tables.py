@@ -8,23 +8,13 @@ import pandas as pd
 from pdlib import verdicts
 from pdlib.report import ksearch, style
 from pdlib.report.results import clean
+from pdlib.report.style import interval as _ci
+from pdlib.report.style import num as _f
 
 
 def _json(exp) -> dict:
     """The JSON section of a result (a dict read from a results file is taken as it is)."""
     return exp if isinstance(exp, dict) else clean(exp)
-
-
-def _f(v, fmt=None):
-    """One number in a Markdown line: ``style.fmt`` (3 significant digits) unless ``fmt`` is given."""
-    if v is None:
-        return "—"
-    if fmt is None:
-        return style.fmt(v)
-    try:
-        return fmt.format(v)
-    except (ValueError, TypeError):
-        return str(v)
 
 
 def cell_header(cell, workload=None) -> str:
@@ -50,12 +40,6 @@ def requests_md(exp) -> str:
         return ""
     s = f"Requests: {rc.get('used')} used of {rc.get('requested') if rc.get('requested') is not None else 'all'} requested."
     return s + (f" ⚠ **{rc['warning']}**" if rc.get("warning") else "")
-
-
-def _ci(iv, fmt=None) -> str:
-    if not iv or iv[0] is None or iv[1] is None:
-        return "—"
-    return f"[{_f(iv[0], fmt)}, {_f(iv[1], fmt)}]"
 
 
 def validity_table(exp) -> pd.DataFrame:
@@ -145,7 +129,7 @@ def kstar_md(exp) -> str:
         lines.append("- " + requests_md(exp))
     mb = exp.get("memory_bound")
     if mb:
-        lines.append(f"- memory-constrained N\\*: {mb['N_star_prop3']} (Prop. 3), {mb['N_star_clt']} (CLT) for "
+        lines.append(f"- memory-constrained N\\*: {_f(mb['N_star_prop3'])} (Prop. 3), {_f(mb['N_star_clt'])} (CLT) for "
                      f"{_f(mb['capacity_tokens'], '{:.0f}')} KV tokens at ε = {mb['oom_tolerance']}")
     return "\n".join(lines)
 
