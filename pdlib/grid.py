@@ -231,12 +231,12 @@ def _record(out_dir: Path, grid_name: str, cell_name: str, params: dict, status:
     atomic_write_json(path, rec)
 
 
-def _done(out_dir: Path, nb: str, given: dict) -> str:
-    """``"done"`` (marker with these parameters), ``"changed"`` (marker with others) or ``""``."""
-    m = read_json(_marker(out_dir, nb), None)
-    if not m:
+def _done(marker: dict | None, given: dict) -> str:
+    """``"done"`` (a done-marker with these parameters), ``"changed"`` (with others) or ``""``
+    (no marker); ``marker`` as read from ``_marker(out_dir, notebook)``."""
+    if not marker:
         return ""
-    return "done" if m.get("params_hash") == params_hash(given) else "changed"
+    return "done" if marker.get("params_hash") == params_hash(given) else "changed"
 
 
 def _units(grid: Grid, outputs: Path, only: str | None):
@@ -281,7 +281,7 @@ def run_cell(cell_name: str, out_dir: Path, params: dict, notebooks: list, *, gr
         notify("start", cell_name, nb, out)
         given = given_parameters(params, declared[nb], out_dir)
         marker = read_json(_marker(out_dir, nb), None) if (resume or run_id) else None
-        state = _done(out_dir, nb, given) if marker else ""
+        state = _done(marker, given)
         if state == "done" and run_id and marker.get("run_id") == run_id:
             out.update(outcome="ok", earlier_attempt=True)
         elif state == "done" and resume:

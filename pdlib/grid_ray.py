@@ -192,9 +192,9 @@ def _unfinished(job: dict, error: str) -> list[dict]:
         o = {"notebook": nb, "outcome": "failed", "changed": False, "error": error, "earlier_attempt": False}
         marker = read_json(_marker(out_dir, nb), None) or {}
         given = given_parameters(params, job["declared"][nb], out_dir)
-        if marker.get("run_id") == job["run_id"] and _done(out_dir, nb, given) == "done":
+        if marker.get("run_id") == job["run_id"] and _done(marker, given) == "done":
             o.update(outcome="ok", error=None, earlier_attempt=True)
-        elif job["resume"] and _done(out_dir, nb, given) == "done":
+        elif job["resume"] and _done(marker, given) == "done":
             o.update(outcome="skipped", error=None)
         else:
             _record(out_dir, job["grid"], job["cell"], params,
