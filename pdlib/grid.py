@@ -356,9 +356,10 @@ def finish_grid(plan: Plan, run: GridRun, kernel: str, timeout: int | None = Non
 
 
 def run_grid(grid_file=None, only: str | None = None, resume: bool = False, outputs=None,
-             progress: bool = True, timeout: int | None = None) -> GridRun:
-    """Execute every notebook x cell of ``grid_file`` (default ``params/grid-default.yaml``) in
-    this process, one cell after another (``pdlib.grid_ray.run_grid_ray``: on Ray).
+             progress: bool = True, timeout: int | None = None, jobs: int = 1) -> GridRun:
+    """Execute every notebook x cell of ``grid_file`` (default ``params/grid-default.yaml``) on
+    this machine: one cell after another, or (``jobs`` > 1) clock-timed cells alone and the
+    simulator's cells ``jobs`` at a time (``pdlib.grid_pool``; ``pdlib.grid_ray``: on Ray).
     ``only`` filters cells (glob or substring of ``dataset/model/engine``, comma-separated);
     ``resume`` skips notebooks whose done-marker exists. Returns what ran, skipped and failed."""
     from tqdm.auto import tqdm
@@ -385,9 +386,14 @@ def run_grid(grid_file=None, only: str | None = None, resume: bool = False, outp
                 write_index(outputs)
             bar.update(1)
 
-    for cell_name, out_dir, params, nbs in plan.cells:
-        tally(run, cell_name, run_cell(cell_name, out_dir, params, nbs, grid_name=grid.name, declared=plan.declared,
-                                       kernel=kernel, timeout=timeout, notebooks_dir=grid.notebooks_dir,
-                                       resume=resume, notify=notify))
+    def cell_over(cell_name, outcomes, pooled):
+        tally(run, cell_name, outcomes)
+        for out in outcomes if pooled else ():   # a pooled cell reports its notebooks when it is over
+            notify("done", cell_name, out["notebook"], out)
+
+    from pdlib.grid_pool import run_cells
+    run_cells(plan.cells, jobs, on_start=lambda name: bar.set_postfix_str(f"{name} (pool of {jobs})"),
+              on_cell=cell_over, grid_name=grid.name, declared=plan.declared, kernel=kernel, timeout=timeout,
+              notebooks_dir=grid.notebooks_dir, resume=resume, notify=notify)
     bar.close()
     return finish_grid(plan, run, kernel, timeout, t0)

@@ -15,8 +15,12 @@ def register(sub) -> None:
     p.add_argument("--timeout", type=int, default=None, help="per-cell execution timeout in seconds")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--executor", choices=("local", "ray"), default="local",
-                   help="local: cells one after another in this process (default); ray: each cell one Ray task "
+                   help="local: cells on this machine (default; --jobs); ray: each cell one Ray task "
                         "(pip install '.[ray]', docs/ray.md)")
+    p.add_argument("--jobs", default="auto",
+                   help="--executor local: simulator cells run this many at a time (a positive integer or auto = "
+                        "the CPUs this process may use; default auto); cells of clock-timed engines (native, vllm) "
+                        "always run alone")
     p.add_argument("--address", default=None,
                    help="--executor ray: the cluster (auto, HOST:PORT or ray://HOST:PORT; default: a new local one)")
     p.add_argument("--gpus-per-cell", type=float_arg(0, 64, lo_open=True), default=1.0,
@@ -42,11 +46,18 @@ def _run(args) -> int:
         grid = oneliner.write_grid(args, outputs)
     kw = {"only": args.only, "resume": args.resume, "outputs": outputs, "progress": not args.no_progress,
           "timeout": args.timeout}
+    from pdlib.grid_pool import parse_jobs
+    try:
+        jobs = parse_jobs(args.jobs)
+    except ValueError as e:
+        raise CLIError(str(e)) from None
+    if args.executor == "ray" and args.jobs != "auto":
+        raise CLIError("--jobs is for --executor local (Ray schedules its cells by the cluster's resources)")
     if args.executor == "ray":
         from pdlib.grid_ray import run_grid_ray
         run = run_grid_ray(grid, address=args.address, gpus_per_cell=args.gpus_per_cell, **kw)
     else:
-        run = run_grid(grid, **kw)
+        run = run_grid(grid, jobs=jobs, **kw)
     emit({"grid": run.grid, "index": str(outputs / "index.html"), "ran": len(run.ran),
           "skipped": len(run.skipped), "rerun_params_changed": len(run.changed), "failed": len(run.failed), "seconds": round(run.seconds, 1),
           "failures": [f"{c} {nb}: {e}" for c, nb, e in run.failed]}, args.json)

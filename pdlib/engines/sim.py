@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import theory
-from ..records import ProfileResult, RunResult, request_row
+from ..records import ProfileResult, RunResult, request_rows
 from ..sim import DEFAULT_TIMING, simulate
 from .base import ProfileGrid
 
@@ -69,11 +69,9 @@ class SimEngine:
             kv_bytes_per_token=self.kv_bytes_per_token,
         )
         r = res.requests
-        reqs = [
-            request_row(req.id, r["input_len"][i], r["generated"][i], req.output_len, r["admit_step"][i],
-                        r["finish_step"][i] if r["finish_step"][i] >= 0 else None, r["truncated"][i])
-            for i, req in enumerate(workload.requests)
-        ]
+        reqs = request_rows([q.id for q in workload.requests], r["input_len"], r["generated"],
+                            [q.output_len for q in workload.requests], r["admit_step"], r["finish_step"],
+                            r["truncated"])
         meta = dict(
             res.meta,
             engine="sim",

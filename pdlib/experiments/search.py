@@ -54,6 +54,7 @@ The verdict is ``verdicts.verdict`` against ``gap_threshold_pct``.
 """
 from __future__ import annotations
 
+import bisect
 import math
 
 import numpy as np
@@ -142,6 +143,8 @@ class KSearch:
         self.max_runs = default_budget(N) if max_runs is None else int(max_runs)
         self.max_repeats = int(max_repeats)
         self.rows: dict[tuple[int, int], dict] = {}
+        self._reps: dict[int, list[int]] = {}        # k -> its repeats run, sorted (index of rows)
+        self._noise: tuple[int, dict] | None = None  # (len(rows), noise()) : rows only grow
         self.log: list[dict] = []
         self.search_runs = 0
         self.notes: list[str] = []
@@ -153,6 +156,7 @@ class KSearch:
         if (k, r) not in self.rows:
             row = self.evaluate(k, r)
             self.rows[(k, r)] = row
+            bisect.insort(self._reps.setdefault(k, []), r)
             self.search_runs += phase == "search"
             se = self._run_se(row)
             self.log.append({"order": len(self.log) + 1, "k": k, "repeat": r, "reason": reason, "phase": phase,
@@ -163,7 +167,7 @@ class KSearch:
         return self.max_runs - self.search_runs
 
     def reps(self, k: int) -> list[int]:
-        return sorted(r for (kk, r) in self.rows if kk == k)
+        return list(self._reps.get(int(k), ()))
 
     def values(self, k: int) -> dict[int, float]:
         return {r: self.rows[(k, r)][self.metric] for r in self.reps(k)}
@@ -179,6 +183,12 @@ class KSearch:
     # -- noise ------------------------------------------------------------------------------
     def noise(self) -> dict:
         """sigma_e of the two-way model (module docstring) from the largest complete block."""
+        if self._noise is not None and self._noise[0] == len(self.rows):
+            return dict(self._noise[1])
+        self._noise = (len(self.rows), self._noise_now())
+        return dict(self._noise[1])
+
+    def _noise_now(self) -> dict:
         ks = [k for k in sorted({k for k, _ in self.rows}) if len(self.reps(k)) >= 2]
         best = None
         for R in sorted({len(self.reps(k)) for k in ks}):
