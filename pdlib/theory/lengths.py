@@ -43,12 +43,27 @@ nothing there); the paper's D(theta) is its N -> inf, p -> 0, one-completion-per
 E[Xmax] = E[X0] + E[sup Y]: within a cycle KV after decode step s is
 ``sum_i (I_i+1+a_i+s) 1{R_i > s}``, piecewise linear between completions, so its sup is at s = 0
 or one step before a completion time. E[sup Y] is that functional's mean over model cycle starts
-drawn with their *cohort* structure (``sample_cycles_cohorts``): one history of past
-decode-phase lengths T'_1, T'_2, ... ~ g per cycle start, shared by its N slots, so requests
-admitted by the same refill have the same age A_c = T'_1 + ... + T'_c and finish together when
-their lengths coincide (a seeded Monte Carlo over cycles of the *model*, not a simulation:
-<= 2^20 slot draws, ~0.2-0.6 s). ``sample_cycles`` draws the slots independently (no shared
-ages; on azure-conv at theta = 0.5 the simulated value lies between the two).
+(``sample_cycles_cohorts``), drawn in two stages:
+
+(C) *Cohort law.* One history of past decode-phase lengths T'_1, T'_2, ... ~ g per cycle start,
+    shared by its N slots, so requests admitted by the same refill have the same age
+    A_c = T'_1 + ... + T'_c and finish together when their lengths coincide; slot i is in
+    cohort c with probability ∝ P(l > A_c), its pair drawn from the pairs with l > A_c.
+(D) *Exact cycle transitions.* (C) is inconsistent with its own history: its last boundary
+    T'_1 is drawn independently of its slots, whereas in the process a boundary is the k-th
+    completion *of those slots* and so falls on a burst of completions (same length, same
+    refill: the whole burst leaves, K >= k), not 1-2 steps before one. The starts of (C) are
+    therefore pushed through the exact one-cycle kernel of the slot dynamics
+    (``advance_cycle``: run to the k-th completion T, survivors age by T, every freed slot
+    gets a fresh pair), and the functional is averaged over the starts after 1 and 2
+    transitions (``COHORT_TRANSITIONS``; the Cesàro mean handles the period-2 alternation of
+    cycle lengths that a few point masses produce, lag-1 correlation down to -0.999). This is
+    pi_C P and pi_C P^2 for the exact kernel P from the model's law pi_C -- two steps of the
+    power iteration towards the stationary law, not a run of the serving process to
+    stationarity; it makes the last two boundaries, the refill sizes and the burst structure
+    exact, older history stays that of (B). Seeded Monte Carlo over <= 2^20 sampled slots
+    (each transitioned twice), 0.2-0.6 s. ``sample_cycles`` draws the slots independently
+    (no shared ages).
 Throughput (renewal-reward): requests per cycle E[K] = N P(R <= T), with
 ``P(R <= T) = sum_r P(R=r) P(Bin(N-1, F(r-1)) < k)``; decode time ``alpha_d E[T] + beta_d N E[min(R,
 T)]`` with ``E[T] = sum_s P(Bin(N, F(s-1)) < k)`` and ``E[min(R, T)] = sum_s (1-F(s-1)) P(Bin(N-1,
@@ -56,14 +71,20 @@ F(s-1)) < k)``; prefill ``alpha_p + beta_p mu_I E[K]`` -- no "one completion per
 
 Captured: residual life and length-biased sampling of the survivors; the survivors' inputs
 (correlation); several completions per step and refills larger than k; finite N (order
-statistics, the slot's own contribution to the k-th completion). Approximate: (A) ignores the
-correlation *between* slots that a common history induces (after a long cycle all survivors are
-older together), (B) ignores the correlation of successive cycle lengths; both vanish for
-geometric outputs and as N grows at fixed theta, and are largest for small N with few, strongly
-non-geometric lengths (a few dozen distinct pairs, point masses at an output cap): there the
-cohort sampler's cohort sizes (taken proportional to survival, i.e. refills of constant
-expected size) and i.i.d. history make E[sup Y] the least accurate output (up to +-30 %, see
-the benchmark), while E[X0] and E[Xmax] stay within ~2 %. Requests with L = 1 finish in their prefill: they are dropped from the
+statistics, the slot's own contribution to the k-th completion); for E[sup Y] also the
+cohorts (one refill's requests share their age) and, through (D), the exact refill sizes and
+the alignment of the last two cycle boundaries with bursts of completions. Approximate: (A)
+ignores the correlation *between* slots that a common history induces (after a long cycle all
+survivors are older together), (B) ignores the correlation of successive cycle lengths (lag-1
+-0.74 on sharegpt's 24 pairs at N = 64, theta = 0.5); both vanish for geometric outputs and
+as N grows at fixed theta, and are largest for small N with few, strongly non-geometric
+lengths (a few dozen distinct pairs, point masses at an output cap). E[X0] keeps (A)-(B) (up
+to +1.5 % there, +2.1 % on burstgpt N = 256 theta = 0.5). For E[sup Y], (C) alone was off by
+-40 % (sharegpt, N = 64, theta = 0.5) and +23/+27 % (azure-conv, theta = 0.5: 3.4 % of the
+outputs at the 512 cap); (D) brings these within 12 %. Where sup Y > 0 is a rare event (a
+few tokens on a footprint of 10^5, P(sup Y > 0) < 1 %), the sampler's own Monte Carlo error
+(``se_supY``) is 20-100 % of the value and so is the simulator's: such cells cannot be
+judged by a relative error. Requests with L = 1 finish in their prefill: they are dropped from the
 slot law (their slot is taken to be refilled at once; in the simulator it can stay free until
 the next refill) and added back to completions and prefill tokens. No block rounding (tokens).
 """
@@ -81,6 +102,7 @@ from .lengths_core import (
     E_X0_lengths,
     LengthLaw,
     Stationary,
+    advance_cycle,
     binom_sf,
     cycle_moments,
     geometric_law,
@@ -99,6 +121,7 @@ __all__ = [
     "Stationary",
     "ThroughputLengths",
     "Validity",
+    "advance_cycle",
     "binom_sf",
     "cycle_moments",
     "geometric_law",
@@ -182,6 +205,10 @@ class MemoryLengths(_Json):
     paper_validity: tuple
 
 
+#: exact cycle transitions applied to the cohort law for E[sup Y] (``sample_cycles_cohorts``)
+COHORT_TRANSITIONS = 2
+
+
 def memory_model_lengths(N, k, input_lens=None, output_lens=None, *, p=None, mu_L=None, var_L=0.0,
                          law: LengthLaw | None = None, seed: int = 0, cycles: int | None = None,
                          stat: Stationary | None = None) -> MemoryLengths:
@@ -191,13 +218,14 @@ def memory_model_lengths(N, k, input_lens=None, output_lens=None, *, p=None, mu_
     law = _law(input_lens, output_lens, p, mu_L, var_L, law)
     st = stationary(N, k, law) if stat is None else stat
     X0m = E_X0_lengths(st)
-    _, _, supY, _, _ = sample_cycles_cohorts(st, cycles=cycles, seed=seed)
+    _, _, supY, _, _ = sample_cycles_cohorts(st, cycles=cycles, seed=seed, transitions=COHORT_TRANSITIONS)
+    chains = supY.reshape(COHORT_TRANSITIONS, -1).mean(axis=0)    # one value per sampled chain
     mom = cycle_moments(st)
     pp = 1.0 / law.mean_L
     pm = _paper_mem.memory_model(int(N), int(k), pp, max(law.mu_I, 1e-12), law.var_I)
-    E_supY = float(supY.mean())
+    E_supY = float(chains.mean())
     return MemoryLengths(int(N), int(k), k / N, X0m, X0m + E_supY, E_supY,
-                         float(supY.std(ddof=1) / math.sqrt(supY.size)), mom["E_T"], mom["E_K"] / (1 - law.q1),
+                         float(chains.std(ddof=1) / math.sqrt(chains.size)), mom["E_T"], mom["E_K"] / (1 - law.q1),
                          pm["E_X0"], pm["kappa"], pm["E_Xmax"], law.source, st.iterations,
                          _model_validity(law, st), _paper_checks(N, law))
 

@@ -281,22 +281,31 @@ def sample_cycles(st: Stationary, cycles: int | None = None, seed: int = 0):
     return _cycle_functional(N, k, R, fp)
 
 
-def sample_cycles_cohorts(st: Stationary, cycles: int | None = None, seed: int = 0):
-    """Like ``sample_cycles`` but with the *cohort* structure of a cycle start: one history of
-    past decode-phase lengths T'_1, T'_2, ... (i.i.d. ~ g) per sampled cycle start, shared by
-    its N slots, so requests admitted by the same refill have exactly the same age
-    A_c = T'_1 + ... + T'_c. Slot i is in cohort c with probability ∝ P(l > A_c) (a refill
-    of the same expected size every cycle, times survival), its pair drawn from the pairs with
-    l > A_c (input/output dependence kept). Returns (X0, Xmax, supY, T, K) per cycle."""
-    N, k, law, g = st.N, st.k, st.law, st.g
-    rng = np.random.default_rng(seed)
+def _draw_fresh(law: LengthLaw, rng, size):
+    """Decode lives l and footprints I + 1 of freshly admitted requests (L >= 2): whole pairs
+    drawn uniformly from the sample, or l ~ f with the geometric law's inputs."""
+    if law.lives is not None:
+        j = rng.integers(0, law.lives.size, size)
+        return law.lives[j], law.inputs[j] + 1.0
+    # l = L - 1 given L >= 2 is Geometric(p) on {1, 2, ...} (memoryless), cut at the grid's end
+    ell = np.minimum(rng.geometric(law.p, size), law.f.size - 1)
+    return ell, _draw_inputs(law, rng, size) + 1.0
+
+
+def _draw_inputs(law: LengthLaw, rng, size):
+    if law.var_I > 0:
+        sh, sc = law.mu_I ** 2 / law.var_I, law.var_I / law.mu_I
+        return np.maximum(0.0, np.rint(rng.gamma(sh, sc, size)))
+    return np.full(size, law.mu_I)
+
+
+def _cohort_state(st: Stationary, M: int, C: int, rng):
+    """M cycle starts with the cohort structure (``sample_cycles_cohorts``): remaining lives R
+    and start footprints fp (M x N)."""
+    N, law, g = st.N, st.law, st.g
     n = law.f.size
-    Eg = float(np.dot(np.arange(g.size), g))
-    C = int(min(n, math.ceil(1.5 * n / max(Eg, 1.0)) + 50))
-    if cycles is None:
-        cycles = max(256, min((1 << 20) // N, (1 << 22) // C))
-    M = int(cycles)
     cg = np.cumsum(g)
+    cg = cg[: int(np.searchsorted(cg, cg[-1] * (1 - 1e-15))) + 1]    # the support (a short cdf searches faster)
     tau = 1 + np.minimum(np.searchsorted(cg, rng.random((M, C - 1)) * cg[-1], side="right") - 1, g.size - 2)
     tau = np.maximum(tau, 1)
     A = np.concatenate([np.zeros((M, 1), np.int64), np.cumsum(tau, axis=1)], axis=1)   # cohort ages
@@ -306,7 +315,7 @@ def sample_cycles_cohorts(st: Stationary, cycles: int | None = None, seed: int =
     cw = np.cumsum(w, axis=1)
     cw /= cw[:, -1:]
     rows = np.repeat(np.arange(M), N).reshape(M, N)
-    v = rng.random((M, N))
+    v = np.sort(rng.random((M, N)), axis=1)           # sorted keys: searchsorted walks forward
     flat = (cw + np.arange(M)[:, None]).ravel()
     coh = np.searchsorted(flat, (v + rows).ravel(), side="right").reshape(M, N) - rows * C
     coh = np.clip(coh, 0, C - 1)
@@ -320,16 +329,59 @@ def sample_cycles_cohorts(st: Stationary, cycles: int | None = None, seed: int =
         idx = np.minimum(idx, lv.size - 1)
         ell, inp = lv[idx], iv[idx]
     else:
-        base = Fl[np.minimum(age, n - 1)]
-        ell = np.searchsorted(Fl, base + rng.random((M, N)) * (1.0 - base), side="right")
-        ell = np.clip(ell, 1, n - 1)
-        if law.var_I > 0:
-            sh, sc = law.mu_I ** 2 / law.var_I, law.var_I / law.mu_I
-            inp = np.maximum(0.0, np.rint(rng.gamma(sh, sc, (M, N))))
-        else:
-            inp = np.full((M, N), law.mu_I)
+        ell = np.minimum(age + rng.geometric(law.p, (M, N)), n - 1)   # memoryless: l - a ~ Geometric(p)
+        inp = _draw_inputs(law, rng, (M, N))
     ell = np.maximum(ell, age + 1)
-    return _cycle_functional(N, k, ell - age, inp + 1.0 + age)
+    return ell - age, inp + 1.0 + age
+
+
+def advance_cycle(st: Stationary, R, fp, rng):
+    """One exact cycle of the slot dynamics applied to cycle starts (R, fp) (M x N): the decode
+    phase runs to its k-th completion T (ties: every slot with R <= T finishes), survivors
+    age by T (R - T, fp + T), and the refill puts a fresh request (``_draw_fresh``) in every
+    freed slot. Returns the next cycle starts (R, fp)."""
+    T = np.partition(R, st.k - 1, axis=1)[:, st.k - 1: st.k]
+    done = R <= T
+    l_new, fp_new = _draw_fresh(st.law, rng, R.shape)
+    return np.where(done, l_new, R - T), np.where(done, fp_new, fp + T)
+
+
+def sample_cycles_cohorts(st: Stationary, cycles: int | None = None, seed: int = 0, transitions: int = 2):
+    """Cycle starts drawn with the *cohort* structure, then pushed through ``transitions`` exact
+    cycles of the slot dynamics (``advance_cycle``).
+
+    The cohort law: one history of past decode-phase lengths T'_1, T'_2, ... (i.i.d. ~ g) per
+    sampled cycle start, shared by its N slots, so requests admitted by the same refill have
+    exactly the same age A_c = T'_1 + ... + T'_c. Slot i is in cohort c with probability
+    ∝ P(l > A_c) (a refill of the same expected size every cycle, times survival), its pair
+    drawn from the pairs with l > A_c (input/output dependence kept). That law is not
+    consistent with its own history: its last cycle boundary is not a completion time of its
+    slots (a cohort can sit 2 steps before its end at the boundary, while in the process a
+    boundary falls *on* a burst of completions -- slots of one refill holding the same length
+    finish in the same step, and the k-th completion ends the phase). One exact transition
+    makes the last boundary the k-th completion of the sampled slots, refilled by the exact
+    K >= k. With ``transitions`` = m >= 1 the functional is averaged over the starts after
+    transitions 1..m (a Cesàro mean of the push-forwards: when successive cycle lengths
+    alternate -- lag-1 correlation near -1 with a few point masses -- one push-forward lands
+    on one phase of the alternation); ``transitions=0`` is the raw cohort law.
+
+    Returns (X0, Xmax, supY, T, K), each stacked over the transitions: row j*M + i is chain i
+    after transition j+1 (M = ``cycles``), so chain averages are ``x.reshape(m, M).mean(0)``."""
+    N, k, law, g = st.N, st.k, st.law, st.g
+    rng = np.random.default_rng(seed)
+    n = law.f.size
+    Eg = float(np.dot(np.arange(g.size), g))
+    C = int(min(n, math.ceil(1.5 * n / max(Eg, 1.0)) + 50))
+    if cycles is None:
+        cycles = max(256, min((1 << 20) // N, (1 << 22) // C))
+    R, fp = _cohort_state(st, int(cycles), C, rng)
+    if int(transitions) <= 0:
+        return _cycle_functional(N, k, R, fp)
+    out = []
+    for _ in range(int(transitions)):
+        R, fp = advance_cycle(st, R, fp, rng)
+        out.append(_cycle_functional(N, k, R, fp))
+    return tuple(np.concatenate(parts) for parts in zip(*out))
 
 
 def _cycle_functional(N, k, R, fp):
