@@ -392,7 +392,7 @@ def run_grid(grid_file=None, only: str | None = None, resume: bool = False, outp
             notify("done", cell_name, out["notebook"], out)
 
     from pdlib.grid_pool import run_cells
-    run_cells(plan.cells, jobs, on_start=lambda name: bar.set_postfix_str(f"{name} (pool of {jobs})"),
+    run_cells(plan.cells, jobs, run_cell, on_start=lambda name: bar.set_postfix_str(f"{name} (pool of {jobs})"),
               on_cell=cell_over, grid_name=grid.name, declared=plan.declared, kernel=kernel, timeout=timeout,
               notebooks_dir=grid.notebooks_dir, resume=resume, notify=notify)
     bar.close()

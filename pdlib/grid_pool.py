@@ -20,8 +20,6 @@ import os
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from multiprocessing import get_context
 
-from pdlib.grid import _error_text, run_cell
-
 CLOCK_ENGINES = ("native", "vllm")    # engine implementations whose results depend on wall time
 
 
@@ -65,12 +63,10 @@ def _size(params: dict) -> float:
         return 0.0
 
 
-def _worker(cell_name, out_dir, params, notebooks, kw):
-    return run_cell(cell_name, out_dir, params, notebooks, **kw)
-
-
-def run_cells(cells, jobs: int, *, on_start, on_cell, **kw) -> None:
-    """Run ``cells`` (``pdlib.grid.cells_of``). ``jobs`` 1: in the grid's order, in this process.
+def run_cells(cells, jobs: int, run_cell, *, on_start, on_cell, **kw) -> None:
+    """Run ``cells`` (``pdlib.grid.cells_of``) with ``run_cell`` (``pdlib.grid.run_cell``, passed in
+    so that this module does not import the grid; a module-level function, so it pickles by name
+    into the workers). ``jobs`` 1: in the grid's order, in this process.
     Else the exclusive ones first, one at a time in this process (``kw['notify']`` reports each
     notebook), then the others ``jobs`` at a time, longest first.
     ``on_start(cell_name)`` when a pooled cell is submitted; ``on_cell(cell_name, outcomes, pooled)``
@@ -94,14 +90,14 @@ def run_cells(cells, jobs: int, *, on_start, on_cell, **kw) -> None:
             while todo and len(running) < jobs:
                 cell_name, out_dir, params, nbs = todo.pop(0)
                 on_start(cell_name)
-                running[ex.submit(_worker, cell_name, out_dir, params, nbs, pool_kw)] = (cell_name, nbs)
+                running[ex.submit(run_cell, cell_name, out_dir, params, nbs, **pool_kw)] = (cell_name, nbs)
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for fut in done:
                 cell_name, nbs = running.pop(fut)
                 try:
                     outcomes = fut.result()
                 except Exception as e:  # noqa: BLE001 - a dead worker fails its cell, the grid goes on
-                    why = f"worker process failed: {_error_text(e)}"
+                    why = f"worker process failed: {type(e).__name__}: {e}"
                     outcomes = [{"notebook": nb, "outcome": "failed", "changed": False, "error": why,
                                  "earlier_attempt": False} for nb in nbs]
                 on_cell(cell_name, outcomes, True)

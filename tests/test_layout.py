@@ -28,7 +28,7 @@ LAYERS = [
     ["pdlib.sim", "pdlib.engines"],
     ["pdlib.params", "pdlib.experiments", "pdlib.memprof", "pdlib.serving"],
     ["pdlib.report"],
-    ["pdlib.grid", "pdlib.grid_ray", "pdlib.cli", "pdlib.__main__"],
+    ["pdlib.grid_pool", "pdlib.grid", "pdlib.grid_ray", "pdlib.cli", "pdlib.__main__"],
 ]
 MAX_LINES = 400
 # Modules over the limit, each with its reason (kept short on purpose; shrink, never grow).

@@ -191,14 +191,12 @@ def sim_curve(timing, workload, N, ks, seed: int = 0) -> list[dict]:
 
 
 def is_sim_with(engine, timing) -> bool:
-    """True when ``engine`` is the simulator with (to 1e-9) this timing model: its repeat-0 runs
-    on the workload in order *are* the simulator's curve (``SimEngine.run`` is deterministic),
-    so notebook 02 does not run them twice."""
+    """``engine`` is the simulator with this timing (to 1e-9): its repeat-0 runs *are* the
+    simulator's curve (``SimEngine.run`` is deterministic); notebook 02 does not run them twice."""
     t = getattr(engine, "timing", None)
-    if getattr(engine, "name", None) != "sim" or t is None:
-        return False
-    a, b = t.as_kwargs(), timing.as_kwargs()
-    return all(math.isclose(float(a[key]), float(b[key]), rel_tol=1e-9, abs_tol=0.0) for key in a)
+    a, b = (t.as_kwargs(), timing.as_kwargs()) if t is not None else ({}, {})
+    return getattr(engine, "name", None) == "sim" and bool(a) and all(
+        math.isclose(float(a[key]), float(b[key]), rel_tol=1e-9, abs_tol=0.0) for key in a)
 
 
 def truncated_samples(workload, result=None) -> list[dict]:
@@ -367,12 +365,8 @@ def kstar_experiment(engine, workload, timing, *, N: int, ks=None, n_points: int
               "history": [list(h) for h in pol.history], "ema_alpha": ema_alpha,
               "kstar_update_interval": kstar_update_interval,
               "offline_sample_size": off["sample_size"], "degenerate": len(on_deg)}
-    if not with_sim:
-        sim_rows = None
-    elif is_sim_with(engine, timing) and search.repeat_workload(workload, seed, 0, order) is workload:
-        sim_rows = [dict(r) for r in rows]        # the engine is the simulator: the same runs
-    else:
-        sim_rows = sim_curve(timing, workload, N, ks, seed)
+    same = is_sim_with(engine, timing) and search.repeat_workload(workload, seed, 0, order) is workload
+    sim_rows = None if not with_sim else [dict(r) for r in rows] if same else sim_curve(timing, workload, N, ks, seed)
     p_all = theory.p_offline(workload.output_lens)
     extra = {"p_interval": {key: off[key] for key in ("p", "p_lo", "p_hi", "sample_size", "mean_output",
                                                         "mean_output_ci")},
