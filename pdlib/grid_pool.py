@@ -44,15 +44,21 @@ def parse_jobs(value) -> int:
     return n
 
 
-def exclusive(params: dict) -> bool:
-    """True when the cell's engine YAML names a clock-timed engine (``CLOCK_ENGINES``). An engine
-    YAML that does not load is not exclusive (its notebook fails and is recorded as usual)."""
+def engine_spec(params: dict) -> dict | None:
+    """A grid cell's engine YAML (``params/engines/<engine>.yaml``); None when it does not load
+    (its notebook then fails and is recorded, whatever the executor)."""
     from pdlib.params import load_spec
     try:
-        spec = load_spec("engine", str(params.get("engine")), params.get("params_dir"), params.get("data_dir"))
+        return load_spec("engine", str(params.get("engine")), params.get("params_dir"), params.get("data_dir"))
     except (FileNotFoundError, ValueError):
-        return False
-    return str(spec.get("engine") or params.get("engine")) in CLOCK_ENGINES
+        return None
+
+
+def exclusive(params: dict) -> bool:
+    """True when the cell's engine YAML names a clock-timed engine (``CLOCK_ENGINES``); an engine
+    YAML that does not load is not exclusive."""
+    spec = engine_spec(params)
+    return spec is not None and str(spec.get("engine") or params.get("engine")) in CLOCK_ENGINES
 
 
 def _size(params: dict) -> float:

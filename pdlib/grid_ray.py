@@ -47,6 +47,7 @@ from pdlib.grid import (
     run_cell,
     tally,
 )
+from pdlib.grid_pool import engine_spec
 from pdlib.records import atomic_write_json, atomic_write_text
 from pdlib.report.results import read_json
 
@@ -108,10 +109,8 @@ def engine_gpus(spec: dict) -> tuple[int, bool]:
 def cell_need(params: dict, gpus_per_cell: float, cluster: Cluster) -> Need:
     """The resources of one grid cell (see the module docstring); an engine YAML that does not
     load asks for nothing (its notebook then fails and is recorded, as with the local executor)."""
-    from pdlib.params import load_spec
-    try:
-        spec = load_spec("engine", str(params.get("engine")), params.get("params_dir"), params.get("data_dir"))
-    except (FileNotFoundError, ValueError):
+    spec = engine_spec(params)
+    if spec is None:
         return Need()
     n, required = engine_gpus(spec)
     where = f"{spec.get('_file')}"

@@ -124,12 +124,13 @@ def request_row(id, input_len, output_len, ref_output_len, admit_step, finish_st
 
 
 def request_rows(ids, input_len, output_len, ref_output_len, admit_step, finish_step, truncated) -> list[dict]:
-    """``request_row`` for whole columns at once (the simulator's 5,000-request runs): the same
-    dicts, built from plain lists; a negative ``admit_step``/``finish_step`` means None."""
-    cols = [np.asarray(c).tolist() for c in (input_len, output_len, ref_output_len, admit_step, finish_step)]
-    return [{"id": i, "input_len": int(a), "output_len": int(b), "ref_output_len": int(c),
-             "admit_step": None if d < 0 else int(d), "finish_step": None if e < 0 else int(e), "truncated": bool(t)}
-            for i, a, b, c, d, e, t in zip(ids, *cols, np.asarray(truncated).tolist())]
+    """``request_row`` over whole columns (the simulator's 5,000-request runs), read as plain
+    lists first (indexing numpy arrays per element was the cost); a negative ``admit_step`` or
+    ``finish_step`` means None."""
+    cols = [np.asarray(c).tolist() for c in (input_len, output_len, ref_output_len, admit_step, finish_step,
+                                             truncated)]
+    return [request_row(i, a, b, c, None if d < 0 else d, None if e < 0 else e, t)
+            for i, a, b, c, d, e, t in zip(ids, *cols)]
 
 
 @dataclass
