@@ -197,11 +197,7 @@ def sample_cycles(st: Stationary, cycles: int | None = None, seed: int = 0):
         w = law.f[1:] * U[:-1]                 # l = 1..n-1
         cw = np.cumsum(w)
         ell = 1 + np.minimum(np.searchsorted(cw, rng.random(size) * cw[-1], side="right"), cw.size - 1)
-        if law.var_I > 0:
-            sh, sc = law.mu_I ** 2 / law.var_I, law.var_I / law.mu_I
-            inp = np.maximum(0.0, np.rint(rng.gamma(sh, sc, size)))
-        else:
-            inp = np.full(size, law.mu_I)
+        inp = _draw_inputs(law, rng, size)
     age = np.searchsorted(U, rng.random(size) * U[ell - 1], side="right")
     age = np.minimum(age, ell - 1)
     R = ell - age
