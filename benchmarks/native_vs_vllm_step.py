@@ -79,6 +79,8 @@ def main(argv=None) -> int:
                     help="cpu_s: this process's CPU time per step, both engines (for an oversubscribed CPU)")
     ap.add_argument("--threads", type=int, help="torch.set_num_threads for both engines (one process: one pool)")
     ap.add_argument("--no-pack", action="store_true", help="native: plain F.linear (cpu_packed_linear=False)")
+    ap.add_argument("--no-fuse", action="store_true", help="native: decode through transformers' modules "
+                    "(cpu_fused_decode=False)")
     ap.add_argument("--only", choices=("native", "vllm"), help="time one engine only (no ratio)")
     ap.add_argument("--profile", action="store_true", help="print the native step's top operators")
     ap.add_argument("--json", help="write the results here")
@@ -95,7 +97,7 @@ def main(argv=None) -> int:
         from pdlib.engines.native.profiling import time_decode
         nat = NativeEngine(str(folder), weights="pretrained", dtype=a.dtype, device="cpu", cuda_graphs=False,
                            kv_capacity_tokens=max(8192, 2 * a.batch * (a.context + 32)), seed=a.seed,
-                           cpu_packed_linear=not a.no_pack)
+                           cpu_packed_linear=not a.no_pack, cpu_fused_decode=not a.no_fuse)
         clock = "cpu" if a.timer == "cpu_s" else "wall"
         engines["native"] = lambda first: time_decode(nat.runner, a.batch, a.context, a.steps, clock)
     if a.only != "native":

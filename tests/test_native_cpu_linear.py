@@ -88,3 +88,20 @@ def test_greedy_head_is_argmax_first_on_ties():
         want = head(x).argmax(-1)
         got = g(x)
     assert torch.equal(got, want) and int(got[0]) == 3
+
+
+def test_greedy_head_partial_updates_match_argmax():
+    """Small chunks (28 of them) so that later chunks raise the maximum of some rows only: the
+    index is then taken for those rows alone (``index_copy``), and must still be argmax's."""
+    from pdlib.engines.native.cpu_linear import GreedyHead
+    torch.manual_seed(2)
+    head = torch.nn.Linear(24, 1000, bias=True)
+    g = GreedyHead.build(head, chunk=37)
+    if g is None:
+        pytest.skip("oneDNN linear ops are not available in this torch build")
+    assert len(g.chunks) == 28
+    x = torch.randn(200, 24)
+    with torch.inference_mode():
+        want, got = head(x).argmax(-1), g(x)
+    assert torch.equal(got, want)
+    assert len({int(i) // 37 for i in got}) > 10         # the winners come from many chunks

@@ -28,7 +28,9 @@ class NativeConfig:
     (the reference). ``max_model_len`` bounds one request's tokens
     (None -> min(config max_position_embeddings, capacity)). ``cpu_packed_linear``: on CPU, run
     every linear layer through oneDNN over weights reordered once (``cpu_linear``; vLLM-CPU does
-    the same). ``num_threads``: ``torch.set_num_threads`` at start (None: leave torch's; it is
+    the same). ``cpu_fused_decode``: on CPU with the torch attention backend, run decode steps of
+    Llama-family models through ``cpu_decode.FusedDecode`` (fused QKV / gate-up GEMMs, no
+    transformers module stack; prefill keeps transformers' path). ``num_threads``: ``torch.set_num_threads`` at start (None: leave torch's; it is
     process-wide)."""
     model: object
     weights: str = "pretrained"
@@ -43,6 +45,7 @@ class NativeConfig:
     cuda_graphs: bool = True
     attn_backend: str = "auto"
     cpu_packed_linear: bool = True
+    cpu_fused_decode: bool = True
     num_threads: int | None = None
 
     def __post_init__(self):

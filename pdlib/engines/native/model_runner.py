@@ -20,6 +20,7 @@ import torch
 from ... import theory
 from .attention import AttnContext, set_context
 from .config import ATTN_BACKENDS, NativeConfig
+from .cpu_decode import FusedDecode, unsupported
 from .cpu_linear import GreedyHead, pack_linears
 from .graphs import DecodeGraphs
 from .kv_cache import KVCache, KVCapacityError
@@ -95,6 +96,14 @@ class ModelRunner:
             self.greedy_head = GreedyHead.build(self.lm_head)
             self.packed_bytes = pack_linears(self.decoder) + (self.greedy_head.packed_bytes if self.greedy_head else 0)
         self.backend = self._backend()
+        self.fused_decode, self.fused_decode_why_not, self.fused_bytes = None, None, 0
+        if cfg.cpu_fused_decode and self.device.type == "cpu":
+            why = (f"attention backend {self.backend!r} (needs 'torch')" if self.backend != "torch"
+                   else unsupported(self.decoder, self.hf_config))
+            if why is None:
+                self.fused_decode = FusedDecode(self.decoder, self.hf_config, pack=cfg.cpu_packed_linear)
+                self.fused_bytes = self.fused_decode.extra_bytes
+            self.fused_decode_why_not = why
         self.cache = self._kv_cache(cfg.page_size_for(self.backend))
         max_pos = getattr(self.hf_config, "max_position_embeddings", None) or self.cache.capacity_tokens
         self.max_model_len = min(cfg.max_model_len or max_pos, self.cache.capacity_tokens)
@@ -166,6 +175,9 @@ class ModelRunner:
         return self.lm_head(h).argmax(-1)
 
     def _forward_decode(self, input_ids, positions, slot_mapping, block_table, context_lens):
+        if self.fused_decode is not None:
+            return self.greedy(self.fused_decode(input_ids, positions, self.cache, slot_mapping, block_table,
+                                                 context_lens))
         set_context(AttnContext(self.cache, False, slot_mapping, self.backend, block_table=block_table,
                                 context_lens=context_lens))
         h = self.decoder(input_ids=input_ids[:, None], position_ids=positions[:, None],
@@ -193,9 +205,12 @@ class ModelRunner:
 
     def describe(self) -> dict:
         return {"device": str(self.device), "attn_backend": self.backend, "cuda_graphs": self.graphs is not None,
-                "cpu_packed_linear": self.packed_bytes > 0, "torch_threads": torch.get_num_threads(),
+                "cpu_packed_linear": self.packed_bytes > 0, "cpu_fused_decode": self.fused_decode is not None,
+                **({"cpu_fused_decode_why_not": self.fused_decode_why_not} if self.fused_decode_why_not else {}),
+                "torch_threads": torch.get_num_threads(),
                 "kv_capacity_tokens": self.cache.capacity_tokens, "page_size": self.cache.page_size,
                 "kv_bytes_per_token": self.cache.bytes_per_token, "max_model_len": self.max_model_len}
 
     def memory(self) -> dict:
-        return dict(memory_report(self.model, self.cache, self.device), packed_linear_bytes=self.packed_bytes)
+        return dict(memory_report(self.model, self.cache, self.device), packed_linear_bytes=self.packed_bytes,
+                    fused_decode_bytes=self.fused_bytes)
