@@ -111,7 +111,7 @@ def test_cli_writes_the_findings_markdown(run, fs, tmp_path, capsys):
     assert main(["findings", "--outputs", str(run), "--grid", "findings-test", "-o", str(md)]) == 0
     text = md.read_text()
     assert "Hardware:" in text and "pdlib findings --outputs" in text and "notebooks from 20" in text
-    assert re.search(r"\| alpaca \| sim-h200 \| 8 \(N\* [\d,]+\) \| 400 / 400 \|", text)
+    assert re.search(r"\| alpaca \| sim-h200 \| 8 \(N\* [\d,]+, [\d,]+–[\d,]+ over p's 95 % CI\) \| 400 / 400 \|", text)
     assert "| sharegpt | sim-rtxpro6000 |" in text and not re.search(r"\bnan\b", text, re.IGNORECASE)
     first = text
     assert main(["findings", "--outputs", str(run), "--grid", "findings-test", "-o", str(md)]) == 0

@@ -112,6 +112,11 @@ def test_sweep_helpers():
                               mu_L=200, oom_tolerance=0.01)
     C = 12e9 / 114688
     assert mb["N_star_prop3"] == theory.N_star_prop3(C, 0.2, 0.005, 200, 0.01)
+    assert mb["N_star_prop3_range"] is None
+    # p's interval -> N*'s range: longer outputs (smaller p) need more KV per slot, so fewer slots
+    lo, hi = sweep.memory_bound_N(gpu_memory_gb=16, model_memory_gb=4, kv_cache_bytes=114688, theta=0.2, p=0.005,
+                                  mu_L=200, oom_tolerance=0.01, p_range=(0.004, 0.006))["N_star_prop3_range"]
+    assert lo == int(theory.N_star_prop3(C, 0.2, 0.004, 200, 0.01)) < mb["N_star_prop3"] < hi
     with pytest.raises(ValueError, match="exceeds"):
         sweep.memory_bound_N(gpu_memory_gb=4, model_memory_gb=8, kv_cache_bytes=1, theta=0.2, p=0.1, mu_L=1)
 

@@ -61,8 +61,7 @@ def k_star_range(N: int, off: dict, timing, mu_L: float) -> dict:
     """k* at both ends of the p interval (``offline_p``): the uncertainty p's sample passes to k*."""
     ends = {}
     for key in ("p_lo", "p_hi"):
-        pv = off.get(key)
-        ends[key] = pv
+        ends[key] = pv = off.get(key)
         ends[f"k_star_at_{key}"] = (k_star_for(N, min(float(pv), 1.0), timing, mu_L)["k_star"]
                                     if pv is not None and np.isfinite(pv) else None)
     ks = [v for key, v in ends.items() if key.startswith("k_star") and v is not None]
@@ -210,14 +209,15 @@ def truncated_samples(workload, result=None) -> list[dict]:
     return out
 
 
-def memory_bound_N(*, gpu_memory_gb: float, model_memory_gb: float, kv_cache_bytes: float,
-                   theta: float, p: float, mu_L: float, var_L: float = 0.0, oom_tolerance: float = 0.01) -> dict:
-    """Memory-constrained batch size: capacity ``C = (gpu - model) bytes / kv_cache_bytes`` tokens,
-    ``N* = floor((C - nu ln(1/eps)) / D(theta))`` (Prop. 3) and the CLT form."""
+def memory_bound_N(*, gpu_memory_gb: float, model_memory_gb: float, kv_cache_bytes: float, theta: float, p: float,
+                   mu_L: float, var_L: float = 0.0, oom_tolerance: float = 0.01, p_range=None) -> dict:
+    """Capacity ``C = (gpu - model) bytes / kv_cache_bytes`` tokens, ``N* = floor((C - nu ln(1/eps)) / D(theta))``
+    (Prop. 3), the CLT form, and with ``p_range`` (p's 95 % interval) Prop. 3's N* at both ends (same theta)."""
     if model_memory_gb > gpu_memory_gb:
         raise ValueError(f"model_memory_gb ({model_memory_gb}) exceeds gpu_memory_gb ({gpu_memory_gb})")
     C = (gpu_memory_gb - model_memory_gb) * 1e9 / float(kv_cache_bytes)
-    return {"capacity_tokens": C, "theta": theta, "oom_tolerance": oom_tolerance,
+    ends = sorted(int(theory.N_star_prop3(C, theta, q, mu_L, oom_tolerance)) for q in p_range) if p_range else None
+    return {"capacity_tokens": C, "theta": theta, "oom_tolerance": oom_tolerance, "N_star_prop3_range": ends,
             "N_star_prop3": int(theory.N_star_prop3(C, theta, p, mu_L, oom_tolerance)),
             "N_star_clt": int(theory.N_star_clt(C, theta, p, mu_L, oom_tolerance, var_L))}
 
@@ -387,8 +387,8 @@ def kstar_experiment(engine, workload, timing, *, N: int, ks=None, n_points: int
         extra["sim_error_pct"] = {int(k): 100.0 * (sim_by_k[k] - by_k[k]["requests_per_s"]) / by_k[k]["requests_per_s"]
                                   for k in ks}
     if memory:
-        var_L = float(workload.input_lens.var())
-        extra["memory_bound"] = memory_bound_N(theta=kstar / N, p=off["p"], mu_L=mu_L, var_L=var_L, **memory)
+        extra["memory_bound"] = memory_bound_N(theta=kstar / N, p=off["p"], mu_L=mu_L, var_L=float(workload.input_lens.var()),
+                                               p_range=(off["p_lo"], off["p_hi"]), **memory)
     return SweepResult(
         N=N, ks=ks, termination=termination, max_tokens=max_tokens, mu_L=mu_L, p_offline=off["p"], p_all=p_all,
         offline_sample_size=off["sample_size"], **ks_info, k_hat=khat,

@@ -4,7 +4,6 @@ answer hold? Read from the cells' ``{dataset}_results.json`` (sections ``kstar``
 written to ``docs/findings.md`` by ``pdlib findings``.
 
 Per cell:
-
 * **k\\* vs k̂** — gap % = ``100 * (1 - thr(k)/thr(k̂))``. For the paper's k*, notebook 02's gap
   over paired repeats with its 95 % interval and verdict (``throughput_ci``, owned by
   ``pdlib.experiments.search``). For the length-aware k* (``theory.k_star_lengths``), and for
@@ -19,9 +18,9 @@ Per cell:
   (% of the x grid where the bound holds, Wilson interval, verdict at >= 90 %).
 * **verdict** of each model: "fail" when any of its checks fails, "pass" when all pass,
   else "inconclusive" (a check without an interval never passes).
-* requests used vs requested with the loader's reason, N with the memory bound N* (Prop. 3),
-  the steady-state cycles behind the memory intervals, and a reason wherever a value is missing.
-"""
+* requests used vs requested with the loader's reason, N with the memory bound N* (Prop. 3; its range
+  over p's 95 % interval), the steady-state cycles behind the memory intervals, and a reason wherever a
+  value is missing."""
 from __future__ import annotations
 
 import html
@@ -104,7 +103,7 @@ def cell_findings(row: dict) -> dict:
          "kind": "digital twin" if impl == "sim" else ("real engine" if impl else None),
          "N": k.get("N") or (m.get("theory") or {}).get("N") or params.get("N"), "reasons": []}
     mb = k.get("memory_bound") or {}
-    f["N_star"] = mb.get("N_star_prop3")
+    f["N_star"], f["N_star_range"] = mb.get("N_star_prop3"), mb.get("N_star_prop3_range")
     rc = k.get("requests") or m.get("requests") or {}
     f["requested"], f["used"] = rc.get("requested"), rc.get("used")
     if rc.get("warning"):
@@ -204,8 +203,9 @@ def _requests(f) -> str:
 def _n(f) -> str:
     if f.get("N") is None:
         return "—"
-    s = style.fmt(f["N"])
-    return s + (f" (N* {style.fmt(f['N_star'])})" if f.get("N_star") is not None else "")
+    r, star = f.get("N_star_range"), f.get("N_star")
+    rng = f", {style.fmt(r[0])}–{style.fmt(r[1])} over p's 95 % CI" if r and r[0] != r[1] else ""
+    return style.fmt(f["N"]) + (f" (N* {style.fmt(star)}{rng})" if star is not None else "")
 
 
 def _krange(f) -> str:

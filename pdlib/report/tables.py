@@ -129,7 +129,10 @@ def kstar_md(exp) -> str:
         lines.append("- " + requests_md(exp))
     mb = exp.get("memory_bound")
     if mb:
-        lines.append(f"- memory-constrained N\\*: {_f(mb['N_star_prop3'])} (Prop. 3), {_f(mb['N_star_clt'])} (CLT) for "
+        rng = mb.get("N_star_prop3_range")
+        lines.append(f"- memory-constrained N\\*: {_f(mb['N_star_prop3'])} (Prop. 3"
+                     + (f"; {_f(rng[0])}–{_f(rng[1])} over p's 95 % interval at the same θ" if rng else "")
+                     + f"), {_f(mb['N_star_clt'])} (CLT) for "
                      f"{_f(mb['capacity_tokens'], '{:.0f}')} KV tokens at ε = {mb['oom_tolerance']}")
     return "\n".join(lines)
 
