@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pdlib import paths
+from pdlib.grid_pool import outcome
 from pdlib.params import REQUIRED, Grid, GridCell, GridError, load_grid
 from pdlib.records import atomic_write_json, atomic_write_text
 from pdlib.report.results import read_json
@@ -277,7 +278,7 @@ def run_cell(cell_name: str, out_dir: Path, params: dict, notebooks: list, *, gr
     "skipped", "changed", "error", "earlier_attempt"}``."""
     outcomes, params, notify = [], {**params, "grid_name": grid_name}, notify or (lambda *_: None)
     for nb in notebooks:
-        out = {"notebook": nb, "outcome": "skipped", "changed": False, "error": None, "earlier_attempt": False}
+        out = outcome(nb)
         notify("start", cell_name, nb, out)
         given = given_parameters(params, declared[nb], out_dir)
         marker = read_json(_marker(out_dir, nb), None) if (resume or run_id) else None

@@ -31,6 +31,14 @@ def auto_jobs() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def outcome(notebook: str, outcome: str = "skipped", error: str | None = None, *, changed: bool = False,
+            earlier_attempt: bool = False) -> dict:
+    """One notebook's outcome in a grid run (``grid.run_cell``, a dead pool worker, a lost Ray task):
+    ``{"notebook", "outcome": "ok" | "failed" | "skipped", "changed", "error", "earlier_attempt"}``."""
+    return {"notebook": notebook, "outcome": outcome, "changed": changed, "error": error,
+            "earlier_attempt": earlier_attempt}
+
+
 def parse_jobs(value) -> int:
     """``--jobs``: a positive integer or ``auto``; a clear error otherwise."""
     if value is None or str(value).strip().lower() == "auto":
@@ -104,8 +112,7 @@ def run_cells(cells, jobs: int, run_cell, *, on_start, on_cell, **kw) -> None:
                     outcomes = fut.result()
                 except Exception as e:  # noqa: BLE001 - a dead worker fails its cell, the grid goes on
                     why = f"worker process failed: {type(e).__name__}: {e}"
-                    outcomes = [{"notebook": nb, "outcome": "failed", "changed": False, "error": why,
-                                 "earlier_attempt": False} for nb in nbs]
+                    outcomes = [outcome(nb, "failed", why) for nb in nbs]
                 on_cell(cell_name, outcomes, True)
     except KeyboardInterrupt:
         ex.shutdown(wait=True, cancel_futures=True)

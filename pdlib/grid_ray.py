@@ -47,7 +47,7 @@ from pdlib.grid import (
     run_cell,
     tally,
 )
-from pdlib.grid_pool import engine_spec
+from pdlib.grid_pool import engine_spec, outcome
 from pdlib.records import atomic_write_json, atomic_write_text
 from pdlib.report.results import read_json
 
@@ -188,7 +188,7 @@ def _unfinished(job: dict, error: str) -> list[dict]:
     out_dir, params = Path(job["out_dir"]), {**job["params"], "grid_name": job["grid"]}
     outcomes = []
     for nb in job["notebooks"]:
-        o = {"notebook": nb, "outcome": "failed", "changed": False, "error": error, "earlier_attempt": False}
+        o = outcome(nb, "failed", error)
         marker = read_json(_marker(out_dir, nb), None) or {}
         given = given_parameters(params, job["declared"][nb], out_dir)
         if marker.get("run_id") == job["run_id"] and _done(marker, given) == "done":

@@ -195,6 +195,25 @@ def test_budget_widgets_callbacks():
     assert isinstance(static, pd.DataFrame)
 
 
+def test_choose_k_paper_or_length_aware():
+    """Notebook 03's refill size: the paper's k* (p's interval and k* range kept) or, with
+    k_rule="lengths", theory.k_star_lengths on the workload's pairs with the paper's k* beside."""
+    from pdlib.report import tables
+    wl, eng = _geo(3, 400, 200, 0.02)
+    paper = mc.choose_k(16, wl, TIMING)
+    assert paper["rule"] == "paper" and paper["paper_k_star"] is None
+    assert paper == {**sweep.k_star_from_workload(16, wl, TIMING), "rule": "paper", "paper_k_star": None}
+    la = mc.choose_k(16, wl, TIMING, "lengths")
+    want = theory.k_star_lengths(16, TIMING.alpha_p, TIMING.beta_p, TIMING.alpha_d, TIMING.beta_d,
+                                 wl.input_lens, np.maximum(wl.output_lens, 1)).k
+    assert la["k_star"] == want and la["paper_k_star"] == paper["k_star"] and la["p"] == paper["p"]
+    with pytest.raises(ValueError, match="k_rule must be one of"):
+        mc.choose_k(16, wl, TIMING, "best")
+    m = mc.memory_experiment(eng, wl, N=16, k=la["k_star"], timing=TIMING, warmup=2, mc_requests=300, k_choice=la)
+    md = tables.memory_md(m.to_json())
+    assert f"length-aware k\\* ({want}" in md and f"paper's k\\* would be {paper['k_star']}" in md
+
+
 def test_tables_read_the_result_or_its_json():
     from pdlib.report import tables
     wl, eng = _geo(2, 200, 100, 0.05)

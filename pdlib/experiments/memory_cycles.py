@@ -231,7 +231,7 @@ class MemoryCyclesResult:
     length_aware: dict | None = None  # length_aware(): the length-aware model vs the engine
     engine_bytes_note: str | None = None
     requests: dict | None = None     # verdicts.request_counts: requested vs used
-    k_choice: dict | None = None     # how k was chosen: sweep.k_star_from_workload (p, its CI, k* range), or None
+    k_choice: dict | None = None     # how k was chosen (``choose_k``: rule, p, its CI, k* range), or None
     run: object = field(default=None, repr=False, metadata=LIVE)                 # the engine's RunResult
     cycles: pd.DataFrame = field(default=None, repr=False, metadata=LIVE)        # engine cycles (KV tokens)
     sim_cycles: pd.DataFrame = field(default=None, repr=False, metadata=LIVE)    # simulator cycles, real lengths
@@ -264,6 +264,27 @@ class MemoryCyclesResult:
             "validity": {"paper": la.get("paper_validity"), "length_aware": la.get("validity")},
             "requests": self.requests, "k_choice": self.k_choice})
 
+
+#: ``choose_k`` rules: the paper's k* from the offline p, or the length-aware model's k*
+K_RULES = ("paper", "lengths")
+
+
+def choose_k(N: int, workload, timing, rule: str = "paper") -> dict:
+    """Notebook 03's refill size when none is given, with how it was chosen. Always the paper's k*
+    from the workload's offline p with p's 95 % interval and the k* range it implies
+    (``sweep.k_star_from_workload``); ``rule="lengths"`` runs at ``theory.k_star_lengths`` on the
+    workload's pairs instead (the k the length-aware throughput model puts at the optimum; near N
+    the paper's k* leaves a 5,000-request run few refill cycles), the paper's k* kept as
+    ``paper_k_star``."""
+    from pdlib.experiments import sweep
+    if rule not in K_RULES:
+        raise ValueError(f"k_rule must be one of {K_RULES}, got {rule!r}")
+    kc = dict(sweep.k_star_from_workload(N, workload, timing), rule=rule, paper_k_star=None)
+    if rule == "lengths":
+        r = theory.k_star_lengths(N, timing.alpha_p, timing.beta_p, timing.alpha_d, timing.beta_d,
+                                  workload.input_lens, np.maximum(workload.output_lens, 1))
+        kc.update(paper_k_star=kc["k_star"], k_star=int(r.k))
+    return kc
 
 def memory_experiment(engine, workload, *, N: int, k: int, timing, kv_bytes_per_token: int | None = None,
                       termination: str = "dataset", max_tokens=None, warmup="auto", mc_requests: int = 20000,

@@ -187,7 +187,11 @@ def memory_md(exp) -> str:
         s += (f" (verdicts on the 95 % interval of the signed error: {counts['pass']} pass, {counts['fail']} fail, "
               f"{counts['inconclusive']} inconclusive).")
     kc = exp.get("k_choice")
-    if kc:
+    if kc and kc.get("rule") == "lengths":
+        s += (f"  \nk = the length-aware k\\* ({kc['k_star']}, `theory.k_star_lengths` on the run's pairs); the paper's "
+              f"k\\* would be {kc.get('paper_k_star')} from p = {_f(kc['p'])} (95 % CI "
+              f"{_ci([kc.get('p_lo'), kc.get('p_hi')])}, range {kc.get('k_star_min')}–{kc.get('k_star_max')}).")
+    elif kc:
         s += (f"  \nk = k\\* from p = {_f(kc['p'])} (95 % CI {_ci([kc.get('p_lo'), kc.get('p_hi')])}, "
               f"{kc.get('sample_size')} outputs): over that interval k\\* ranges {kc.get('k_star_min')}–"
               f"{kc.get('k_star_max')}.")
