@@ -78,3 +78,30 @@ def test_every_notebook_parameter_declares_its_type():
     for nb in sorted(notebooks_dir().glob("*.ipynb")):
         untyped = [k for k, v in papermill.inspect_notebook(str(nb)).items() if v["inferred_type_name"] == "None"]
         assert not untyped, f"{nb.name}: parameters without '# type:': {untyped}"
+
+
+@pytest.mark.parametrize("nb", sorted(p.name for p in notebooks_dir().glob("*.ipynb")))
+def test_every_parameter_line_is_seen_by_papermill(nb):
+    """papermill reads a parameter only when its line parses (a help comment holding ``=`` makes it
+    skip the line silently, and a grid setting it then fails): every top-level assignment of each
+    notebook's parameters cell is one of papermill's parameters."""
+    import ast
+
+    from pdlib.grid import notebook_parameters
+    path = notebooks_dir() / nb
+    cells = [c for c in json.loads(path.read_text())["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if not cells:
+        pytest.skip(f"{nb} has no parameters cell")
+    tree = ast.parse("".join(cells[0]["source"]))
+    assigned = {t.id for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign))
+                for t in (node.targets if isinstance(node, ast.Assign) else [node.target]) if isinstance(t, ast.Name)}
+    assert assigned and assigned == set(notebook_parameters(path)), nb
+
+
+@pytest.mark.parametrize("grid_file", sorted(p.name for p in PARAMS.glob("grid-*.yaml")))
+def test_shipped_grids_pass_their_notebooks_checks(grid_file):
+    """Every shipped grid's parameters are declared by its notebooks with fitting types (what
+    ``pdlib run`` checks before it starts): a grid that names a parameter papermill cannot see fails here."""
+    from pdlib.grid import check_grid
+    declared = check_grid(load_grid(PARAMS / grid_file))
+    assert declared
