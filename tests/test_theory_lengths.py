@@ -103,7 +103,7 @@ def test_geometric_agrees_with_paper_and_large_inputs_evaluate():
         k = round(th * N)
         m = theory.memory_model_lengths(N, k, p=0.002, mu_L=100.0)
         assert m.E_X0 == pytest.approx(float(theory.E_X0(N, k / N, 0.002, 100.0)), rel=0.02)
-    # N = 1024 and 10^5 pairs evaluate (the <= 1 s target is measured by benchmarks/length_model.py,
+    # N = 1024 and 10^5 pairs evaluate (the <= 1 s target is measured by benchmarks/length_model_speed.py,
     # not asserted here: a timing on a shared CI machine is not a test)
     rng = np.random.default_rng(2)
     I, L = rng.integers(1, 3000, 100_000), np.minimum(rng.geometric(1 / 300, 100_000), 4000)
