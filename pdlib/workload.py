@@ -53,6 +53,11 @@ class Workload:
     def output_lens(self) -> np.ndarray:
         return _lengths(self.requests, "output_len")
 
+    def paired_lengths(self) -> tuple[np.ndarray, np.ndarray]:
+        """(input, output) token counts as the length-aware theory reads them: an output of 0 tokens
+        counts as 1 (every request decodes at least its first token)."""
+        return self.input_lens, np.maximum(self.output_lens, 1)
+
     @property
     def num_truncated(self) -> int:
         return sum(r.truncated for r in self.requests)

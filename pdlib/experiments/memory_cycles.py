@@ -281,10 +281,11 @@ def choose_k(N: int, workload, timing, rule: str = "paper") -> dict:
         raise ValueError(f"k_rule must be one of {K_RULES}, got {rule!r}")
     kc = dict(sweep.k_star_from_workload(N, workload, timing), rule=rule, paper_k_star=None)
     if rule == "lengths":
-        r = theory.k_star_lengths(N, timing.alpha_p, timing.beta_p, timing.alpha_d, timing.beta_d,
-                                  workload.input_lens, np.maximum(workload.output_lens, 1))
+        I, L = workload.paired_lengths()
+        r = theory.k_star_lengths(N, **timing.as_kwargs(), input_lens=I, output_lens=L)
         kc.update(paper_k_star=kc["k_star"], k_star=int(r.k))
     return kc
+
 
 def memory_experiment(engine, workload, *, N: int, k: int, timing, kv_bytes_per_token: int | None = None,
                       termination: str = "dataset", max_tokens=None, warmup="auto", mc_requests: int = 20000,

@@ -322,8 +322,8 @@ def kstar_experiment(engine, workload, timing, *, N: int, ks=None, n_points: int
     kstar = ks_info["k_star"]
     kl = None
     if with_lengths:
-        r = theory.k_star_lengths(N, timing.alpha_p, timing.beta_p, timing.alpha_d, timing.beta_d,
-                                  workload.input_lens, np.maximum(workload.output_lens, 1))
+        I, L = workload.paired_lengths()
+        r = theory.k_star_lengths(N, **timing.as_kwargs(), input_lens=I, output_lens=L)
         kl = {"k": r.k, "throughput_rps": r.throughput, "paper_k": r.paper_k, "paper_fallback_used": r.paper_fallback_used,
               "throughput_at_paper_k_rps": r.throughput_at_paper_k, "curve": list(r.curve),
               "validity": [v.to_dict() for v in r.validity]}
@@ -374,7 +374,7 @@ def kstar_experiment(engine, workload, timing, *, N: int, ks=None, n_points: int
              "k_star_range": k_star_range(N, off, timing, mu_L),
              "requests": verdicts.request_counts(requested, len(workload), getattr(workload, "meta", None)),
              "fit_range": profiling.fit_range_warnings(timing, workload, N, ks)}
-    paper_v = theory.paper_validity(N, off["p"], mu_L, workload.input_lens, np.maximum(workload.output_lens, 1))
+    paper_v = theory.paper_validity(N, off["p"], mu_L, *workload.paired_lengths())
     extra["validity"] = {"paper": [v.to_dict() for v in paper_v], "length_aware": kl["validity"] if kl else None}
     if kl is not None:
         if kl["k"] in by_k:
