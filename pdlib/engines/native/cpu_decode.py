@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import decode_torch, store_kv
-from .cpu_linear import packed_forward
+from .cpu_linear import packed_linear
 
 #: model types whose decoder layers follow the Llama layout (same names, same equations)
 LLAMA_FAMILY = ("llama", "qwen2", "qwen3", "mistral")
@@ -73,11 +73,7 @@ def _fused(*layers: nn.Linear, pack: bool = True):
     b = None if all(x is None for x in biases) else torch.cat(
         [x.detach() if x is not None else torch.zeros(lin.out_features, dtype=w.dtype, device=w.device)
          for x, lin in zip(biases, layers)])
-    fused = nn.Linear(w.shape[1], w.shape[0], bias=b is not None, dtype=w.dtype, device=w.device)
-    fused.weight = nn.Parameter(w, requires_grad=False)
-    if b is not None:
-        fused.bias = nn.Parameter(b, requires_grad=False)
-    f = packed_forward(fused) if pack else None
+    f = packed_linear(w, b) if pack else None
     nbytes = w.numel() * w.element_size() + (0 if b is None else b.numel() * b.element_size())
     sizes = [lin.out_features for lin in layers]
     if f is None:
@@ -93,7 +89,7 @@ def _rotate_half(x):
 class FusedDecode:
     """``__call__(input_ids [B], positions [B], cache, slots [B], block_table, context_lens)`` ->
     the final hidden states [B, hidden] of one decode step. ``pack``: the fused weights through
-    oneDNN (``cpu_linear.packed_forward``), else ``F.linear``. ``extra_bytes``: the fused copies."""
+    oneDNN (``cpu_linear.packed_linear``), else ``F.linear``. ``extra_bytes``: the fused copies."""
 
     def __init__(self, decoder: nn.Module, config, pack: bool = True):
         why = unsupported(decoder, config)

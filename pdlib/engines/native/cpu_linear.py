@@ -39,10 +39,14 @@ def _packable(weight: torch.Tensor) -> bool:
 
 def packed_forward(layer: nn.Linear):
     """A forward for ``layer`` over its weight reordered once, or None when that cannot run here."""
-    w = layer.weight.detach()
+    return packed_linear(layer.weight.detach(), None if layer.bias is None else layer.bias.detach())
+
+
+def packed_linear(w: torch.Tensor, bias: torch.Tensor | None = None):
+    """``x -> x @ w.T + bias`` over ``w`` [out, in] reordered once for oneDNN (``packed_bytes``: the
+    copy's size), checked against ``F.linear`` on a probe; None when that cannot run here."""
     if not _packable(w):
         return None
-    bias = None if layer.bias is None else layer.bias.detach()
     try:
         packed = torch.ops.mkldnn._reorder_linear_weight(w, BATCH_HINT)
 
@@ -84,12 +88,8 @@ class GreedyHead:
         w = head.weight.detach()
         chunks, total = [], 0
         for off in range(0, w.shape[0], chunk):
-            part = nn.Linear(w.shape[1], min(chunk, w.shape[0] - off), bias=head.bias is not None,
-                             dtype=w.dtype, device=w.device)
-            part.weight = nn.Parameter(w[off:off + chunk].contiguous(), requires_grad=False)
-            if head.bias is not None:
-                part.bias = nn.Parameter(head.bias.detach()[off:off + chunk].contiguous(), requires_grad=False)
-            f = packed_forward(part)
+            f = packed_linear(w[off:off + chunk].contiguous(),
+                              None if head.bias is None else head.bias.detach()[off:off + chunk].contiguous())
             if f is None:
                 return None
             chunks.append((off, f))
